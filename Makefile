@@ -1,0 +1,25 @@
+# Two commands on a fresh clone: `make run` and `make test`. Both create .venv if missing.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+ARGS    ?=
+
+.PHONY: run test teacher report clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# the default experiment: the shipped teacher, a naive attacker, a student; prints the table
+run: $(STAMP)
+	$(PY) experiments/run.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+# retrain the default (scale=small) teacher and ship it in teachers/shipped/
+teacher: $(STAMP)
+	$(PY) -m teachers.make $(ARGS)
+
+clean:
+	rm -rf runs multirun outputs .cache

@@ -1,0 +1,66 @@
+"""The defense contract (DESIGN.md): five hooks with no-op defaults.
+
+A defense overrides only the hooks it needs; the gateway calls each hook on the whole stack,
+in order. `Stack([])` (`defense=none`) is a real, empty stack, so the simulator never
+branches on "no defense".
+
+| hook                              | when               |
+|-----------------------------------|--------------------|
+| admit(account) -> bool            | account creation   |
+| check(request, ctx) -> str | None | before generation: a reason to refuse, or None |
+| logits_processors() -> list       | during generation (Hugging Face LogitsProcessor) |
+| shape(request, completion, ctx)   | after generation: returns the completion to show |
+| observe(window, ctx) -> list      | every K ticks: actions (ban/throttle/flag) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Defense:
+    def admit(self, account) -> bool:
+        return True
+
+    def check(self, request, ctx) -> str | None:
+        return None
+
+    def logits_processors(self) -> list:
+        return []
+
+    def shape(self, request, completion, ctx):
+        return completion
+
+    def observe(self, window, ctx) -> list:
+        return []
+
+
+class Stack(Defense):
+    """Defenses applied in order: the first refusal wins; shapes compose; actions add up."""
+
+    def __init__(self, defenses: Sequence[Defense] = ()):
+        for d in defenses:
+            if not isinstance(d, Defense):
+                raise ValueError(f"defense {d!r} does not implement the Defense contract")
+        self.defenses = list(defenses)
+
+    def admit(self, account) -> bool:
+        return all(d.admit(account) for d in self.defenses)
+
+    def check(self, request, ctx) -> str | None:
+        for d in self.defenses:
+            reason = d.check(request, ctx)
+            if reason is not None:
+                return reason
+        return None
+
+    def logits_processors(self) -> list:
+        return [p for d in self.defenses for p in d.logits_processors()]
+
+    def shape(self, request, completion, ctx):
+        for d in self.defenses:
+            completion = d.shape(request, completion, ctx)
+        return completion
+
+    def observe(self, window, ctx) -> list:
+        return [a for d in self.defenses for a in d.observe(window, ctx)]

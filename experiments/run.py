@@ -1,0 +1,41 @@
+"""The one Hydra entry point: `python experiments/run.py [overrides]` (add -m for sweeps).
+
+The only place that reads Hydra's runtime state: it records the chosen config options and
+the output directory, then hands a plain config to `sim.run`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import sim  # noqa: E402  (sets the offline switches before anything imports transformers)
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+GROUPS = ("teacher", "student", "attacker", "defense", "tasks", "scale", "experiment", "logger")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="run")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    with open_dict(cfg):
+        cfg.choices = {g: hc.runtime.choices.get(g) for g in GROUPS if hc.runtime.choices.get(g) is not None}
+    out = Path(hc.runtime.output_dir)
+    try:
+        results = sim.run(cfg, out)
+    except ValueError as e:  # a bad config value: one clear line, no traceback, nothing computed
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    from experiments.report import table
+
+    print(table([out]))
+    print(f"\nrun directory: {out}\n  results.json, eval.csv, teacher_card.json, harvest/, exchanges/, student_logs/")
+    return float(results["transfer/mean"])
+
+
+if __name__ == "__main__":
+    main()

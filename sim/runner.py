@@ -1,0 +1,168 @@
+"""One run, end to end (DESIGN.md "One run, as data flows through it").
+
+`run(cfg, out_dir)` takes a composed config (it never reads Hydra's runtime state), builds
+and validates every component before any compute, then: teacher -> gateway -> clock ->
+harvest -> student -> metrics -> `results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import teachers
+from defenses.base import Stack
+from sim import metrics
+from sim.gateway import Gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build(node, **kwargs):
+    """instantiate() that surfaces a constructor's own error (which names the bad value)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (ValueError, TypeError)):
+            raise e.__cause__ from None
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Write atomically: a killed run never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def flat_config(cfg: DictConfig) -> dict:
+    """Scalar config leaves as `config/<dotted.key>` (lists as JSON strings), for grouping."""
+    out = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif isinstance(node, list):
+            out[f"config/{prefix}"] = json.dumps(node)
+        else:
+            out[f"config/{prefix}"] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+class World:
+    """Every component of a run, built and validated from the config before any compute."""
+
+    def __init__(self, cfg: DictConfig):
+        if not isinstance(cfg.seed, int) or cfg.seed < 0:
+            raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
+        self.suite = build(cfg.tasks)
+        self.teacher_spec = build(cfg.teacher)
+        self.student_spec = build(cfg.student)
+        self.stack = Stack([build(node) for node in (cfg.defense or {}).values()])
+        self.attacker = build(cfg.attacker)
+        self.attacker.bind(self.suite)
+        self.gateway_cfg = dict(cfg.gateway)
+
+
+def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
+    out = Path(out_dir)
+    world = World(cfg)  # every bad value stops here, before any compute
+    torch.set_num_threads(int(cfg.threads))
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"
+    teacher, card = teachers.load(world.teacher_spec, world.suite, cache, log=log)
+    timings["teacher_load_s"] = time.perf_counter() - t0
+    max_new = world.teacher_spec.max_new_tokens
+
+    t = time.perf_counter()
+    teacher_rows = metrics.evaluate(teacher, world.suite, max_new_tokens=max_new)
+    timings["teacher_eval_s"] = time.perf_counter() - t
+
+    # the clock: each tick the attacker emits requests and the gateway serves them in one batch
+    t = time.perf_counter()
+    gateway = Gateway(teacher, world.stack, **world.gateway_cfg)
+    attacker = world.attacker
+    for account in attacker.accounts:
+        gateway.open_account(account)
+    rng = random.Random(f"attacker-{cfg.seed}")
+    tick = 0
+    while not attacker.done:
+        batch = attacker.requests(tick, rng)
+        exchanges = gateway.serve(tick, [(a, prompt) for a, prompt, _ in batch])
+        attacker.receive(exchanges, [p for _, _, p in batch])
+        tick += 1
+    timings["attack_s"] = time.perf_counter() - t
+
+    import datasets
+
+    harvest = datasets.Dataset.from_list(attacker.harvest) if attacker.harvest else datasets.Dataset.from_dict(
+        {"request": [], "response": [], "skill": [], "difficulty": [], "tick": []})
+    harvest.save_to_disk(str(out / "harvest"))
+    datasets.Dataset.from_list(gateway.log or [{"id": -1}]).save_to_disk(str(out / "exchanges"))
+
+    # the student: evaluated before (base) and after distillation on the same held-out set
+    t = time.perf_counter()
+    student = world.student_spec.build(seed=cfg.seed)
+    base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
+    logger = build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+    try:
+        train_stats = world.student_spec.distill(student, harvest, seed=cfg.seed, logger=logger)
+    finally:
+        finish = getattr(getattr(logger, "experiment", None), "finish", None)
+        if callable(finish):  # wandb runs are closed even when training crashed
+            finish()
+    timings["student_train_s"] = train_stats["seconds"]
+    student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
+    timings["student_s"] = time.perf_counter() - t
+
+    results = {
+        **metrics.transfer(teacher_rows, student_rows, base_rows),
+        "fidelity": metrics.fidelity(teacher_rows, student_rows),
+        "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
+        "attacker/queries": attacker.sent,
+        "attacker/harvested": len(harvest),
+        "teacher/hash": card["hash"],
+        "student/params": student.num_parameters(),
+        "teacher/params": teacher.num_parameters(),
+        "seed": int(cfg.seed),
+        "git/commit": git_commit(),
+        **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())},
+        **flat_config(cfg),
+    }
+    import pandas as pd
+
+    rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "prompt", "answer"]]
+    rows["teacher"], rows["student"] = [r["text"] for r in teacher_rows], [r["text"] for r in student_rows]
+    rows["teacher_ok"], rows["student_ok"] = [r["correct"] for r in teacher_rows], [r["correct"] for r in student_rows]
+    rows.to_csv(out / "eval.csv", index=False)
+    write_json(out / "teacher_card.json", card)
+    timings["total_s"] = time.perf_counter() - t0
+    write_json(out / "timings.json", timings)  # wall-clock stays out of results.json (reproducible)
+    write_json(out / "results.json", results)
+    return results

@@ -1,0 +1,102 @@
+"""The skill suite: the skills, the task distribution and the fixed held-out evaluation set."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from sim.tasks.base import (
+    EXPLAIN,
+    MAX_DIFFICULTY,
+    MIN_DIFFICULTY,
+    Problem,
+    Skill,
+    check_difficulty,
+    final_answer,
+)
+
+__all__ = ["EXPLAIN", "Problem", "Skill", "Suite", "final_answer", "check_difficulty"]
+
+
+class Suite:
+    """Skills with known answers, a sampler over them, and a held-out set no one trains on.
+
+    The held-out set is drawn first from `eval_seed`; every later sample (the teacher's
+    training data, every actor's queries) is drawn by `sample`, which rejects any problem
+    whose prompt is in the held-out set, so evaluation is never contaminated.
+    """
+
+    def __init__(
+        self,
+        skills: Mapping[str, Skill],
+        eval_per_cell: int = 20,
+        eval_seed: int = 1234,
+        difficulty_weights: Sequence[float] = (1, 1, 1, 1, 1),
+    ):
+        if not skills:
+            raise ValueError("tasks.skills is empty: a suite needs at least one skill")
+        for key, skill in skills.items():
+            if not isinstance(skill, Skill) or skill.name != key:
+                raise ValueError(f"tasks.skills.{key} must build the skill named {key!r}, got {skill!r}")
+        if eval_per_cell < 1:
+            raise ValueError(f"tasks.eval_per_cell={eval_per_cell} must be >= 1")
+        weights = [float(w) for w in difficulty_weights]
+        if len(weights) != MAX_DIFFICULTY or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(
+                f"tasks.difficulty_weights={list(difficulty_weights)} must be {MAX_DIFFICULTY} "
+                "non-negative numbers with a positive sum"
+            )
+        self.skills = dict(skills)
+        self.eval_per_cell, self.eval_seed = eval_per_cell, eval_seed
+        self.difficulty_weights = weights
+        self.difficulties = list(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
+        self.eval_set = self._draw_eval_set()
+        self.eval_prompts = frozenset(p.prompt for p in self.eval_set)
+
+    def _draw_eval_set(self) -> list[Problem]:
+        rng = random.Random(f"eval-{self.eval_seed}")
+        problems, seen = [], set()
+        for name, skill in self.skills.items():
+            for d in self.difficulties:
+                # small cells (kb at 1 hop) may hold few distinct prompts: stop after many misses
+                got, misses = 0, 0
+                while got < self.eval_per_cell and misses < 50 * self.eval_per_cell:
+                    p = skill.sample(rng, d)
+                    if p.prompt in seen:
+                        misses += 1
+                        continue
+                    seen.add(p.prompt)
+                    problems.append(p)
+                    got += 1
+        return problems
+
+    def fingerprint(self) -> dict:
+        """Everything that decides the task distribution and the held-out set."""
+        skills = {
+            n: {"class": type(s).__qualname__,
+                **{k: v for k, v in vars(s).items() if isinstance(v, (int, float, str, bool))}}
+            for n, s in self.skills.items()
+        }
+        return {"skills": skills, "eval_per_cell": self.eval_per_cell, "eval_seed": self.eval_seed,
+                "difficulty_weights": self.difficulty_weights}
+
+    def check_skills(self, names: Sequence[str], where: str) -> list[str]:
+        for n in names:
+            if n not in self.skills:
+                raise ValueError(f"{where}: unknown skill {n!r} (known: {', '.join(self.skills)})")
+        return list(names)
+
+    def sample(
+        self, rng: random.Random, skill: str | None = None, difficulty: int | None = None
+    ) -> Problem:
+        """One problem from the task distribution, never one of the held-out set."""
+        for _ in range(10_000):
+            name = skill if skill is not None else rng.choice(list(self.skills))
+            d = difficulty if difficulty is not None else rng.choices(self.difficulties, self.difficulty_weights)[0]
+            p = self.skills[name].sample(rng, d)
+            if p.prompt not in self.eval_prompts:
+                return p
+        raise RuntimeError(f"could not sample a non-held-out problem for skill={skill} difficulty={difficulty}")
+
+    def grade(self, problem: Problem, text: str) -> bool:
+        return self.skills[problem.skill].grade(problem, text)

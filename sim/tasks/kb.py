@@ -1,0 +1,61 @@
+"""Knowledge: facts about a generated fictional world that only the teacher was trained on.
+
+Stands in for proprietary knowledge: no student can know these facts unless it asked about
+them (directly, or as a hop of a multi-hop question whose rationale revealed them). Each
+person has a city, a job, a pet and a boss (another person). Difficulty is the number of
+hops: difficulty d follows the boss relation d-1 times, then reads an attribute.
+
+    kb zora boss city   ->  zora.boss=mika mika.city=tavos #tavos
+"""
+
+from __future__ import annotations
+
+import random
+from functools import cached_property
+
+from sim.tasks.base import Problem, Skill
+
+CITIES = ("tavos", "mirel", "quend", "orbin", "sulac", "vendo", "halim", "perak")
+JOBS = ("smith", "baker", "miner", "scribe", "tailor", "fisher", "mason", "weaver")
+PETS = ("newt", "crow", "goat", "lynx", "moth", "hare", "toad", "wasp")
+ATTRS = ("city", "job", "pet", "boss")
+
+
+class Kb(Skill):
+    name = "kb"
+
+    def __init__(self, n_people: int = 40, world_seed: int = 0):
+        if not 2 <= n_people <= 500:
+            raise ValueError(f"kb n_people={n_people} is out of range: must be in 2..500")
+        self.n_people, self.world_seed = n_people, world_seed
+
+    @cached_property
+    def world(self) -> dict[str, dict[str, str]]:
+        rng = random.Random(f"kb-world-{self.world_seed}")
+        names: list[str] = []
+        while len(names) < self.n_people:
+            name = "".join(rng.choice(c) for c in ("bdfgklmnprstvz", "aeiou", "bdfgklmnprstvz", "aeiou"))
+            if name not in names:
+                names.append(name)
+        world = {}
+        for i, name in enumerate(names):
+            boss = rng.choice(names[:i] + names[i + 1 :])
+            world[name] = {"city": rng.choice(CITIES), "job": rng.choice(JOBS), "pet": rng.choice(PETS), "boss": boss}
+        return world
+
+    @cached_property
+    def facts(self) -> list[str]:
+        """Every fact of the world, as it appears in rationales."""
+        return [f"{p}.{a}={v[a]}" for p, v in self.world.items() for a in ATTRS]
+
+    def _sample(self, rng: random.Random, difficulty: int) -> Problem:
+        person = rng.choice(sorted(self.world))
+        path = ["boss"] * (difficulty - 1) + [rng.choice(ATTRS)]
+        facts, cur = [], person
+        for attr in path:
+            nxt = self.world[cur][attr]
+            facts.append(f"{cur}.{attr}={nxt}")
+            cur = nxt
+        return Problem(
+            self.name, difficulty, f"kb {person} " + " ".join(path), cur, " ".join(facts), tuple(facts)
+        )

@@ -1,0 +1,61 @@
+"""Tool use: turn a booking request into one exact structured call.
+
+Stands in for agentic tool use. The request names slots in any order and in surface forms
+("at 5pm", "on tue", "first class"); the call lists them in the tool's canonical order with
+normalised values. Difficulty sets how many slots the request fills.
+
+    tool for 2 to rome at 5pm   ->  city=rome n=2 time=17 #book(rome,2,17)
+"""
+
+from __future__ import annotations
+
+import random
+
+from sim.tasks.base import Problem, Skill
+
+CITIES = ("oslo", "rome", "lima", "kyiv", "doha", "baku", "riga", "bern", "graz", "pisa", "cork", "nice")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLASSES = ("first", "business", "economy")
+
+
+def _city(rng):
+    c = rng.choice(CITIES)
+    return f"to {c}", c
+
+
+def _day(rng):
+    i = rng.randrange(7)
+    return f"on {DAYS[i]}", str(i + 1)
+
+
+def _n(rng):
+    n = rng.randint(1, 9)
+    return f"for {n}", str(n)
+
+
+def _time(rng):
+    h = rng.randint(1, 12)
+    ampm = rng.choice(("am", "pm"))
+    return f"at {h}{ampm}", str((h % 12) + (12 if ampm == "pm" else 0))
+
+
+def _cls(rng):
+    i = rng.randrange(3)
+    return f"{CLASSES[i]} class", str(i + 1)
+
+
+# canonical argument order of book(...)
+SLOTS = (("city", _city), ("day", _day), ("n", _n), ("time", _time), ("cls", _cls))
+
+
+class Tool(Skill):
+    name = "tool"
+
+    def _sample(self, rng: random.Random, difficulty: int) -> Problem:
+        chosen = sorted(rng.sample(range(len(SLOTS)), difficulty))
+        filled = [(i, *SLOTS[i][1](rng)) for i in chosen]
+        phrases = [p for _, p, _ in filled]
+        rng.shuffle(phrases)
+        rationale = " ".join(f"{SLOTS[i][0]}={v}" for i, _, v in filled)
+        call = "book(" + ",".join(v for _, _, v in filled) + ")"
+        return Problem(self.name, difficulty, "tool " + " ".join(phrases), call, rationale)

@@ -1,0 +1,36 @@
+"""Coding: trace what a small string program prints.
+
+Stands in for the code-understanding capability (tracing programs across languages). The
+program is a pipeline of string operations; difficulty sets its length and the input's.
+
+    run abcd rev rot    ->  rev=dcba rot=edcb #edcb
+"""
+
+from __future__ import annotations
+
+import random
+
+from sim.tasks.base import Problem, Skill
+
+ALPHABET = "abcdefgh"
+_ROT = str.maketrans(ALPHABET, ALPHABET[1:] + ALPHABET[0])
+OPS = {
+    "rev": lambda s: s[::-1],
+    "rot": lambda s: s.translate(_ROT),  # shift every letter by one, cyclically
+    "swp": lambda s: s[-1] + s[1:-1] + s[0],  # swap the first and last letters
+    "cut": lambda s: s[1:],  # drop the first letter
+}
+
+
+class Trace(Skill):
+    name = "trace"
+
+    def _sample(self, rng: random.Random, difficulty: int) -> Problem:
+        s = "".join(rng.choice(ALPHABET) for _ in range(3 + difficulty))
+        question, steps = f"run {s}", []
+        for _ in range(difficulty):
+            op = rng.choice(list(OPS))
+            s = OPS[op](s)
+            question += f" {op}"
+            steps.append(f"{op}={s}")
+        return Problem(self.name, difficulty, question, s, " ".join(steps))

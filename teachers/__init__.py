@@ -1,0 +1,73 @@
+"""Teachers behind one protocol: `generate(prompts, *, max_new_tokens, logits_processors=())`.
+
+`load` returns the teacher for a config: the checkpoint shipped in `teachers/shipped/` when
+its hash matches, else one from the local cache, else it trains one and caches it. The hash
+covers the teacher config, the task suite's config and the source of every file that decides
+the trained weights, so a stale checkpoint is never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from sim.tasks import Suite
+from teachers.lm import CharLM, Completion
+
+__all__ = ["CharLM", "Completion", "load", "teacher_hash", "make_card", "format_card", "SHIPPED"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "teachers" / "shipped"
+# the files whose source decides a trained teacher's weights
+TRAINING_CODE = ("sim/tasks/*.py", "teachers/vocab.py", "teachers/train.py", "teachers/char_gpt.py")
+
+
+def teacher_hash(spec, suite: Suite) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"teacher": spec.fingerprint(), "tasks": suite.fingerprint()}, sort_keys=True).encode())
+    for pattern in TRAINING_CODE:
+        for f in sorted(ROOT.glob(pattern)):
+            h.update(f.relative_to(ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def make_card(lm: CharLM, suite: Suite, max_new_tokens: int) -> dict:
+    """Accuracy per skill x difficulty on the held-out set, asked with and without reasoning."""
+    from sim.metrics import evaluate
+
+    card = {"params": lm.num_parameters()}
+    for mode, explain in (("explain", True), ("plain", False)):
+        rows = pd.DataFrame(evaluate(lm, suite, explain=explain, max_new_tokens=max_new_tokens))
+        acc = rows.groupby(["skill", "difficulty"])["correct"].mean()
+        card[mode] = {s: {str(d): round(float(acc[s][d]), 4) for d in acc[s].index} for s in suite.skills}
+    return card
+
+
+def format_card(card: dict) -> str:
+    parts = [f"teacher card ({card['params']:,} parameters, hash {card.get('hash', '?')}): "
+             "held-out accuracy per skill x difficulty"]
+    for mode in ("explain", "plain"):
+        df = pd.DataFrame(card[mode]).T
+        df.index.name = f"{mode}"
+        parts.append(df.to_markdown(floatfmt=".2f"))
+    return "\n\n".join(parts)
+
+
+def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print) -> tuple[CharLM, dict]:
+    key = teacher_hash(spec, suite)
+    for path in (SHIPPED, Path(cache_dir) / key):
+        card_file = path / "card.json"
+        if card_file.exists():
+            card = json.loads(card_file.read_text())
+            if card.get("hash") == key:
+                return CharLM.load(path), card
+    log(f"training teacher {key} ({spec.steps} steps); cached in {Path(cache_dir) / key}")
+    lm, stats = spec.train(suite, progress=progress)
+    card = make_card(lm, suite, spec.max_new_tokens)
+    card.update(hash=key, train=stats, config=spec.fingerprint())
+    lm.save(Path(cache_dir) / key, extra={"card.json": card})
+    return lm, card

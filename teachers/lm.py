@@ -1,0 +1,149 @@
+"""A character-level causal LM behind the teacher protocol: batched, KV-cached generation
+for a whole tick of requests, optional top-k log-probabilities and logits processors, and
+atomic checkpoints. (Vocabulary and model shape: `teachers.vocab`.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import GPT2LMHeadModel, LogitsProcessorList
+
+from teachers.vocab import BOS, EOS, PAD, SEP, CharTokenizer, build_gpt, collate  # noqa: F401
+
+@dataclass
+class Completion:
+    text: str
+    # per generated token: the top-k (token text, log-probability) pairs, when asked for
+    top_logprobs: list[list[tuple[str, float]]] | None = None
+    meta: dict = field(default_factory=dict)
+
+
+class CharLM:
+    """A GPT-2 over the char vocabulary with batched, KV-cached generation."""
+
+    def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None):
+        self.model = model.eval()
+        self.tok = tokenizer or CharTokenizer()
+
+    @property
+    def n_positions(self) -> int:
+        return self.model.config.n_positions
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        logits_processors=(),
+        top_k_logprobs: int = 0,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> list[Completion]:
+        """Complete every request in batches (left-padded, one KV cache per batch).
+
+        Greedy when temperature is 0, else sampled from a generator seeded by `seed`, so the
+        same call returns the same completions."""
+        out: list[Completion] = []
+        if temperature > 0:
+            torch.manual_seed(seed)
+        # sort by length so each batch wastes little padding; restore the order at the end
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, Completion] = {}
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            for i, c in zip(idx, self._generate_batch([prompts[i] for i in idx], max_new_tokens,
+                                                      logits_processors, top_k_logprobs, temperature)):
+                results[i] = c
+        out = [results[i] for i in range(len(prompts))]
+        return out
+
+    def _generate_batch(self, prompts, max_new_tokens, logits_processors, top_k, temperature):
+        encoded = [self.tok.request_ids(p) for p in prompts]
+        width = max(len(e) for e in encoded)
+        if width + max_new_tokens > self.n_positions:
+            max_new_tokens = self.n_positions - width
+            if max_new_tokens <= 0:
+                raise ValueError(f"a request of {width} tokens does not fit the context of {self.n_positions}")
+        input_ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for i, e in enumerate(encoded):
+            input_ids[i, width - len(e) :] = torch.tensor(e)
+            attention[i, width - len(e) :] = 1
+        gen = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_k=None,
+            top_p=None,
+            logits_processor=LogitsProcessorList(list(logits_processors)),
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+            bos_token_id=BOS,
+            suppress_tokens=[PAD, BOS, SEP],  # a response is characters then EOS, nothing else
+            return_dict_in_generate=True,
+            output_scores=top_k > 0,
+        )
+        new = gen.sequences[:, width:]
+        logprobs = None
+        if top_k > 0:
+            # scores are the processed logits each token was drawn from (what an API exposes)
+            lp = torch.stack(gen.scores, dim=1).float().log_softmax(-1)
+            logprobs = lp.topk(top_k, dim=-1)
+        completions = []
+        for i in range(len(encoded)):
+            ids = new[i].tolist()
+            n = ids.index(EOS) if EOS in ids else len(ids)
+            tops = None
+            if logprobs is not None:
+                vals, inds = logprobs.values[i, :n].tolist(), logprobs.indices[i, :n].tolist()
+                tops = [[(self._tok_text(t), v) for t, v in zip(ti, vi)] for ti, vi in zip(inds, vals)]
+            completions.append(Completion(self.tok.decode(ids[:n]), tops))
+        return completions
+
+    def _tok_text(self, t: int) -> str:
+        return self.tok.decode([t]) if t >= 4 else ["<pad>", "<bos>", "<eos>", "<sep>"][t]
+
+    # -- persistence: a directory written atomically (a killed run leaves no half checkpoint)
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
+        try:
+            self.model.save_pretrained(tmp)
+            (tmp / "tokenizer.json").write_text(json.dumps({"chars": self.tok.chars}))
+            for name, obj in (extra or {}).items():
+                (tmp / name).write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CharLM":
+        path = Path(path)
+        chars = json.loads((path / "tokenizer.json").read_text())["chars"]
+        model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
+        model.loss_type = "ForCausalLM"
+        return cls(model, CharTokenizer(chars))

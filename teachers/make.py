@@ -1,0 +1,69 @@
+"""`make teacher`: retrain the default teacher from code and ship it in `teachers/shipped/`.
+
+    python -m teachers.make [hydra overrides]     # default: the scale=small teacher
+
+The checkpoint is written atomically with its card (accuracy per skill x difficulty) and the
+hash of its config and training code; `tests/test_teacher.py` fails when that hash no longer
+matches the current config, so a stale teacher is an error, never a silent mismatch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import sim  # noqa: F401  (offline switches)
+import lightning as L
+import pandas as pd
+from hydra import compose, initialize_config_dir
+
+from sim.metrics import evaluate
+from teachers.lm import CharLM
+
+from sim.runner import ROOT, World
+from teachers import SHIPPED, format_card, make_card, teacher_hash
+
+
+class LearningCurve(L.Callback):
+    """Every `every` steps, held-out accuracy (explain mode) on a few problems per cell."""
+
+    def __init__(self, suite, every: int, per_cell: int = 8, max_new_tokens: int = 96):
+        seen: dict = {}
+        self.problems = [p for p in suite.eval_set
+                         if seen.setdefault((p.skill, p.difficulty), []).append(p) or len(seen[(p.skill, p.difficulty)]) <= per_cell]
+        self.suite, self.every, self.max_new_tokens = suite, every, max_new_tokens
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every:
+            return
+        rows = pd.DataFrame(evaluate(CharLM(pl_module.model), self.suite, max_new_tokens=self.max_new_tokens,
+                                     problems=self.problems))
+        pl_module.model.train()
+        acc = rows.groupby(["skill", "difficulty"])["correct"].mean().unstack()
+        print(f"\nstep {step} ({time.perf_counter() - self.t0:.0f} s) loss {float(outputs['loss']):.3f}\n"
+              f"{acc.round(2).to_string()}", flush=True)
+
+
+def main(overrides: list[str]) -> None:
+    import torch
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("run", overrides=overrides)
+    world = World(cfg)
+    torch.set_num_threads(int(cfg.threads))
+    spec, suite = world.teacher_spec, world.suite
+    key = teacher_hash(spec, suite)
+    print(f"training teacher {key}: {spec}")
+    curve = LearningCurve(suite, every=max(1, spec.steps // 10), max_new_tokens=spec.max_new_tokens)
+    lm, stats = spec.train(suite, callbacks=[curve])
+    card = make_card(lm, suite, spec.max_new_tokens)
+    card.update(hash=key, train=stats, config=spec.fingerprint())
+    lm.save(SHIPPED, extra={"card.json": card})
+    print(format_card(card))
+    print(f"\ntrained in {stats['seconds'] / 60:.1f} min ({stats['tokens_per_s']:,.0f} tokens/s); saved to {SHIPPED}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

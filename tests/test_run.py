@@ -1,0 +1,104 @@
+"""End to end at scale=tiny: results.json, reproducibility, bad input, the CLI and the report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sim
+from experiments import report
+from sim.runner import World
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ("transfer/mean", "transfer/net", "fidelity", "teacher/acc", "student/acc", "attacker/queries",
+           "transfer/arith", "transfer/trace", "transfer/tool", "transfer/table", "transfer/kb", "coverage/kb")
+
+
+def test_run_writes_every_metric_and_its_files(make_cfg, tmp_path):
+    res = sim.run(make_cfg(), tmp_path)
+    for key in METRICS:
+        assert key in res, key
+    assert res["attacker/queries"] == 48 and res["attacker/harvested"] == 48
+    assert res["seed"] == 0 and res["git/commit"] and res["choice/attacker"] == "naive"
+    assert res["config/attacker.queries"] == 48
+    for name in ("results.json", "eval.csv", "teacher_card.json", "timings.json", "harvest", "exchanges"):
+        assert (tmp_path / name).exists(), name
+    import datasets
+
+    harvest = datasets.load_from_disk(str(tmp_path / "harvest"))
+    assert len(harvest) == 48 and set(harvest.column_names) >= {"request", "response", "skill"}
+    assert all(r.startswith("why ") for r in harvest["request"])  # the naive attacker asks for reasoning
+
+
+def test_same_config_and_seed_give_byte_identical_results(make_cfg, tmp_path):
+    cfg = make_cfg("seed=3")
+    sim.run(cfg, tmp_path / "a")
+    sim.run(cfg, tmp_path / "b")
+    assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("attacker.queries=-5", "attacker.queries=-5"),
+        ("attacker.skills=[arith,poetry]", "unknown skill 'poetry'"),
+        ("attacker.difficulties=[0]", "difficulty=0"),
+        ("tasks.eval_per_cell=0", "tasks.eval_per_cell=0"),
+        ("teacher.n_embd=31", "teacher.n_embd=31"),
+        ("student.steps=0", "student.steps=0"),
+        ("seed=-1", "seed=-1"),
+    ],
+)
+def test_bad_values_stop_before_any_compute(make_cfg, override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        World(make_cfg(override))
+
+
+def cli(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "experiments/run.py", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_bad_value_is_one_clear_line(tmp_path):
+    p = cli("scale=tiny", "attacker.queries=-5", f"hydra.run.dir={tmp_path}")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: attacker.queries=-5 must be a non-negative integer"]
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_unknown_group_option_names_it(tmp_path):
+    p = cli("scale=tiny", "attacker=sneaky", f"hydra.run.dir={tmp_path}")
+    assert p.returncode != 0
+    assert "Could not find 'attacker/sneaky'" in p.stderr
+
+
+@pytest.mark.slow
+def test_multirun_sweep_and_report(tmp_path, teacher_cache):
+    sweep = tmp_path / "sweep"
+    p = cli("-m", "scale=tiny", "attacker.queries=16,32", "seed=0,1", f"cache_dir={teacher_cache}",
+            f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(list(sweep.rglob("results.json"))) == 4
+    df = report.load([sweep])
+    table = report.summarise(df)
+    assert list(table["attacker.queries"]) == [16, 32] and list(table["n"]) == [2, 2]
+    md = report.table([sweep])
+    assert "transfer/mean ↑" in md and "±" in md or "transfer/mean ↑" in md
+    out = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), "--out", str(tmp_path / "t.md")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and (tmp_path / "t.md").read_text().strip() == out.stdout.strip()
+
+
+def test_report_mean_and_std_over_seeds(tmp_path):
+    for i, (q, seed, t) in enumerate([(10, 0, 0.2), (10, 1, 0.4), (20, 0, 0.6)]):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"transfer/mean": t, "seed": seed, "config/seed": seed,
+                                                    "config/attacker.queries": q}))
+    s = report.summarise(report.load([tmp_path]))
+    assert list(s["attacker.queries"]) == [10, 20] and list(s["n"]) == [2, 1]
+    assert s["transfer/mean ↑"].tolist() == ["0.300 ± 0.141", "0.600"]
