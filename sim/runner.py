@@ -24,6 +24,7 @@ import teachers
 from defenses.base import Stack
 from sim import metrics
 from sim.gateway import Gateway
+from sim.quiet import quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +91,7 @@ class World:
 
 def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     out = Path(out_dir)
+    quiet()
     world = World(cfg)  # every bad value stops here, before any compute
     torch.set_num_threads(int(cfg.threads))
     timings: dict[str, float] = {}

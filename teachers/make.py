@@ -18,6 +18,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 
 from sim.metrics import evaluate
+from sim.quiet import quiet
 from teachers.lm import CharLM
 
 from sim.runner import ROOT, World
@@ -51,6 +52,7 @@ def main(overrides: list[str]) -> None:
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("run", overrides=overrides)
+    quiet()
     world = World(cfg)
     torch.set_num_threads(int(cfg.threads))
     spec, suite = world.teacher_spec, world.suite
