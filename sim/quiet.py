@@ -5,11 +5,14 @@ import warnings
 
 
 def quiet() -> None:
+    import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import: import it first)
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     import datasets
     import transformers
 
