@@ -105,6 +105,8 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     t = time.perf_counter()
     teacher_rows = metrics.evaluate(teacher, world.suite, max_new_tokens=max_new)
     timings["teacher_eval_s"] = time.perf_counter() - t
+    log(f"teacher {card['hash']}: {teacher.num_parameters():,} parameters, held-out accuracy "
+        f"{metrics.mean(r['correct'] for r in teacher_rows):.3f} on {len(teacher_rows)} problems")
 
     # the clock: each tick the attacker emits requests and the gateway serves them in one batch
     t = time.perf_counter()
@@ -120,6 +122,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
         attacker.receive(exchanges, [p for _, _, p in batch])
         tick += 1
     timings["attack_s"] = time.perf_counter() - t
+    log(f"attack: {attacker.sent} queries served in {tick} ticks, {len(attacker.harvest)} exchanges harvested")
 
     import datasets
 
@@ -133,6 +136,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     student = world.student_spec.build(seed=cfg.seed)
     base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
     logger = build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+    log(f"student: {student.num_parameters():,} parameters, {world.student_spec.steps} steps on the harvest")
     try:
         train_stats = world.student_spec.distill(student, harvest, seed=cfg.seed, logger=logger)
     finally:
