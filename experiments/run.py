@@ -19,6 +19,23 @@ from omegaconf import DictConfig, open_dict  # noqa: E402
 GROUPS = ("teacher", "student", "attacker", "defense", "tasks", "scale", "experiment", "logger")
 
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def check_group_options(argv: list[str]) -> None:
+    """`group=option` overrides naming no YAML: one line, before Hydra's multi-line error."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") not in GROUPS or value in ("null", ""):
+            continue
+        group = key.lstrip("+~")
+        for option in value.split(","):  # a sweep lists several
+            if not (CONFIGS / group / f"{option}.yaml").exists():
+                known = ", ".join(sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")))
+                print(f"error: {group}={option} is not a config option (available: {known})", file=sys.stderr)
+                sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="run")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
@@ -38,4 +55,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_group_options(sys.argv[1:])
     main()

@@ -29,7 +29,10 @@ class Naive:
             raise ValueError(f"attacker.per_tick={per_tick!r} must be a positive integer")
         self.queries, self.per_tick, self.explain = queries, per_tick, bool(explain)
         self.skills = list(skills) if skills else None
-        self.difficulties = [check_difficulty(d) for d in difficulties] if difficulties else None
+        try:
+            self.difficulties = [check_difficulty(d) for d in difficulties] if difficulties else None
+        except ValueError as e:
+            raise ValueError(f"attacker.difficulties: {e}") from None
         self.accounts = [Account("attacker-0", tier="paid")]
         self.sent = 0
         self.harvest: list[dict] = []
