@@ -50,7 +50,8 @@ def main(cfg: DictConfig) -> float:
     from experiments.report import table
 
     print(table([out]))
-    print(f"\nrun directory: {out}\n  results.json, eval.csv, teacher_card.json, harvest/, exchanges/, student_logs/")
+    files = ", ".join(sorted(p.name + "/" * p.is_dir() for p in out.iterdir() if not p.name.startswith(".")))
+    print(f"\nrun directory: {out}\n  {files}")
     return float(results["transfer/mean"])
 
 

@@ -70,4 +70,5 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
     card = make_card(lm, suite, spec.max_new_tokens)
     card.update(hash=key, train=stats, config=spec.fingerprint())
     lm.save(Path(cache_dir) / key, extra={"card.json": card})
+    log(format_card(card))
     return lm, card
