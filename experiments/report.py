@@ -54,6 +54,9 @@ def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     metrics = list(metrics or [*DEFAULT_METRICS[:2], *skills, *DEFAULT_METRICS[2:]])
     metrics = [m for m in metrics if m in df.columns]
     by = list(by) if by is not None else varying_keys(df)
+    # a metric that only echoes a grouping key (attacker/queries when sweeping the budget) is noise
+    echoed = {k.removeprefix("config/").replace(".", "/") for k in by}
+    metrics = [m for m in metrics if m not in echoed]
     groups = df.groupby(by, sort=True, dropna=False) if by else [((), df)]
     out = []
     for key, g in groups:
