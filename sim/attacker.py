@@ -37,7 +37,6 @@ class Naive:
         self.sent = 0
         self.harvest: list[dict] = []
         self.asked: list[Problem] = []
-        self._pending: dict[int, Problem] = {}
 
     def bind(self, suite: Suite) -> None:
         """Validate what this campaign asks for against the suite, before any compute."""

@@ -22,6 +22,13 @@ def evaluate(lm, suite: Suite, *, explain: bool = True, max_new_tokens: int = 96
     ]
 
 
+def accuracy_grid(rows: list[dict]):
+    """Accuracy per skill (rows) x difficulty (columns), as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(rows).groupby(["skill", "difficulty"])["correct"].mean().unstack()
+
+
 def accuracy_by_skill(rows: list[dict]) -> dict[str, float]:
     by: dict[str, list[bool]] = {}
     for r in rows:

@@ -37,13 +37,12 @@ def teacher_hash(spec, suite: Suite) -> str:
 
 def make_card(lm: CharLM, suite: Suite, max_new_tokens: int) -> dict:
     """Accuracy per skill x difficulty on the held-out set, asked with and without reasoning."""
-    from sim.metrics import evaluate
+    from sim.metrics import accuracy_grid, evaluate
 
     card = {"params": lm.num_parameters()}
     for mode, explain in (("explain", True), ("plain", False)):
-        rows = pd.DataFrame(evaluate(lm, suite, explain=explain, max_new_tokens=max_new_tokens))
-        acc = rows.groupby(["skill", "difficulty"])["correct"].mean()
-        card[mode] = {s: {str(d): round(float(acc[s][d]), 4) for d in acc[s].index} for s in suite.skills}
+        grid = accuracy_grid(evaluate(lm, suite, explain=explain, max_new_tokens=max_new_tokens))
+        card[mode] = {s: {str(d): round(float(v), 4) for d, v in grid.loc[s].items()} for s in suite.skills}
     return card
 
 

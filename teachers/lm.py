@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2LMHeadModel, LogitsProcessorList
 
-from teachers.vocab import BOS, EOS, PAD, SEP, CharTokenizer, build_gpt, collate  # noqa: F401
+from teachers.vocab import BOS, EOS, PAD, SEP, CharTokenizer
 
 @dataclass
 class Completion:
@@ -55,7 +55,6 @@ class CharLM:
 
         Greedy when temperature is 0, else sampled from a generator seeded by `seed`, so the
         same call returns the same completions."""
-        out: list[Completion] = []
         if temperature > 0:
             torch.manual_seed(seed)
         # sort by length so each batch wastes little padding; restore the order at the end
@@ -66,8 +65,7 @@ class CharLM:
             for i, c in zip(idx, self._generate_batch([prompts[i] for i in idx], max_new_tokens,
                                                       logits_processors, top_k_logprobs, temperature)):
                 results[i] = c
-        out = [results[i] for i in range(len(prompts))]
-        return out
+        return [results[i] for i in range(len(prompts))]
 
     def _generate_batch(self, prompts, max_new_tokens, logits_processors, top_k, temperature):
         encoded = [self.tok.request_ids(p) for p in prompts]

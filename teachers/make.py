@@ -1,6 +1,7 @@
 """`make teacher`: retrain the default teacher from code and ship it in `teachers/shipped/`.
 
-    python -m teachers.make [hydra overrides]     # default: the scale=small teacher
+    python -m teachers.make                      # the default (scale=small) teacher -> teachers/shipped/
+    python -m teachers.make scale=tiny ...       # any other config -> the cache (.cache/teachers/<hash>)
 
 The checkpoint is written atomically with its card (accuracy per skill x difficulty) and the
 hash of its config and training code; `tests/test_teacher.py` fails when that hash no longer
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 
 import sim  # noqa: F401  (offline switches)
 import lightning as L
-import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from sim.metrics import evaluate
+from sim.metrics import accuracy_grid, evaluate
 from sim.quiet import quiet
 from teachers.lm import CharLM
 
@@ -29,9 +30,12 @@ class LearningCurve(L.Callback):
     """Every `every` steps, held-out accuracy (explain mode) on a few problems per cell."""
 
     def __init__(self, suite, every: int, per_cell: int = 8, max_new_tokens: int = 96):
-        seen: dict = {}
-        self.problems = [p for p in suite.eval_set
-                         if seen.setdefault((p.skill, p.difficulty), []).append(p) or len(seen[(p.skill, p.difficulty)]) <= per_cell]
+        taken: Counter = Counter()
+        self.problems = []
+        for p in suite.eval_set:  # the first `per_cell` held-out problems of each cell
+            taken[p.skill, p.difficulty] += 1
+            if taken[p.skill, p.difficulty] <= per_cell:
+                self.problems.append(p)
         self.suite, self.every, self.max_new_tokens = suite, every, max_new_tokens
         self.t0 = time.perf_counter()
 
@@ -39,10 +43,9 @@ class LearningCurve(L.Callback):
         step = trainer.global_step
         if step % self.every:
             return
-        rows = pd.DataFrame(evaluate(CharLM(pl_module.model), self.suite, max_new_tokens=self.max_new_tokens,
+        acc = accuracy_grid(evaluate(CharLM(pl_module.model), self.suite, max_new_tokens=self.max_new_tokens,
                                      problems=self.problems))
         pl_module.model.train()
-        acc = rows.groupby(["skill", "difficulty"])["correct"].mean().unstack()
         print(f"\nstep {step} ({time.perf_counter() - self.t0:.0f} s) loss {float(outputs['loss']):.3f}\n"
               f"{acc.round(2).to_string()}", flush=True)
 
@@ -62,9 +65,12 @@ def main(overrides: list[str]) -> None:
     lm, stats = spec.train(suite, callbacks=[curve])
     card = make_card(lm, suite, spec.max_new_tokens)
     card.update(hash=key, train=stats, config=spec.fingerprint())
-    lm.save(SHIPPED, extra={"card.json": card})
+    # only the default teacher ships with the repo; any other config goes to the cache, where
+    # `teachers.load` finds it by hash (a `scale=tiny` trial must not overwrite the shipped one)
+    dest = SHIPPED if not overrides else ROOT / ".cache" / "teachers" / key
+    lm.save(dest, extra={"card.json": card})
     print(format_card(card))
-    print(f"\ntrained in {stats['seconds'] / 60:.1f} min ({stats['tokens_per_s']:,.0f} tokens/s); saved to {SHIPPED}")
+    print(f"\ntrained in {stats['seconds'] / 60:.1f} min ({stats['tokens_per_s']:,.0f} tokens/s); saved to {dest}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from teachers.lm import EOS, CharLM, CharTokenizer, build_gpt, collate
+from teachers.lm import CharLM
+from teachers.vocab import EOS, CharTokenizer, build_gpt, collate
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from sim.tasks.kb import Kb
 from sim.tasks.table import Table
 from sim.tasks.tool import Tool
 from sim.tasks.trace import Trace
-from teachers.lm import CharTokenizer
+from teachers.vocab import CharTokenizer
 
 SKILLS = [Arith(), Trace(), Tool(), Table(), Kb()]
 
