@@ -16,7 +16,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-GROUPS = ("teacher", "student", "attacker", "defense", "tasks", "scale", "experiment", "logger")
+GROUPS = ("teacher", "student", "attacker", "policy", "users", "defense", "tasks", "scale", "experiment", "logger")
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> float:
         cfg.choices = {g: hc.runtime.choices.get(g) for g in GROUPS if hc.runtime.choices.get(g) is not None}
     out = Path(hc.runtime.output_dir)
     try:
-        results = sim.run(cfg, out)
+        results = sim.run(cfg, out, progress=sys.stderr.isatty())
     except ValueError as e:  # a bad config value: one clear line, no traceback, nothing computed
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,67 +1,274 @@
-"""Attacker campaigns: who asks what, through which accounts, and what they keep.
+"""Attacker campaigns (config group `attacker/`): through which accounts, when, at what cost.
 
-`Naive` is the simplest campaign of the 2026 reports' spectrum: one account that samples
-prompts from the task distribution (it knows what to ask, not the answers), asks for the
-reasoning when `explain` is set, and keeps every (request, visible response) it is served.
+What a campaign asks is its query policy (`sim.policies`, config group `policy/`); the
+campaign owns the accounts, paces them, pays for them, reacts to bans and keeps the harvest.
+
+- `Naive`: one account, as fast as `per_tick` allows; a ban ends it.
+- `Hydra`: the "hydra cluster" of the February 2026 reports: `accounts` accounts spread
+  over a few shared proxy subnets, payment fingerprints reused with probability
+  `payment_reuse`, each account paced under `pace_per_day` requests, a `mix` fraction of
+  legitimate-looking cover requests (drawn from the real users' personas), banned accounts
+  replaced by buying new ones, everything paid from `budget_usd`.
+- `Router`: an obfuscated reseller: a few accounts carry the traffic of many real clients
+  (a population of the same personas as the legitimate users) and the attacker's queries.
+
+A distillation query counts against `queries` whether or not it was served; cover traffic
+and routed clients' requests do not, but every request pays its tier's per-query price.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
+import heapq
+import math
 
-from sim.gateway import Account, Exchange
-from sim.tasks import Problem, Suite, check_difficulty
+from sim.accounts import TIERS, Account, check_tier
+from sim.actors import Actor, Ask
+from sim.policies import Policy, Random
+from sim.surface import render
 
 
-class Naive:
-    def __init__(
-        self,
-        queries: int = 2000,
-        per_tick: int = 256,
-        explain: bool = True,
-        skills: Sequence[str] | None = None,
-        difficulties: Sequence[int] | None = None,
-    ):
+class Campaign(Actor):
+    name = "attacker"
+
+    def __init__(self, queries: int = 2000, per_tick: int = 256, policy: Policy | None = None,
+                 tier: str = "paid", budget_usd: float | None = None):
         if not isinstance(queries, int) or queries < 0:
             raise ValueError(f"attacker.queries={queries!r} must be a non-negative integer")
         if not isinstance(per_tick, int) or per_tick < 1:
             raise ValueError(f"attacker.per_tick={per_tick!r} must be a positive integer")
-        self.queries, self.per_tick, self.explain = queries, per_tick, bool(explain)
-        self.skills = list(skills) if skills else None
-        try:
-            self.difficulties = [check_difficulty(d) for d in difficulties] if difficulties else None
-        except ValueError as e:
-            raise ValueError(f"attacker.difficulties: {e}") from None
-        self.accounts = [Account("attacker-0", tier="paid")]
-        self.sent = 0
+        if policy is not None and not isinstance(policy, Policy):
+            raise ValueError(f"attacker.policy={policy!r} is not a query policy")
+        if budget_usd is not None and not budget_usd >= 0:
+            raise ValueError(f"attacker.budget_usd={budget_usd!r} must be >= 0 (or null: unlimited)")
+        self.queries, self.per_tick = queries, per_tick
+        self.policy = policy or Random()
+        self.tier = check_tier(tier, "attacker.tier")
+        self.budget_usd = math.inf if budget_usd is None else float(budget_usd)
+        self.accounts: list[Account] = []  # every account it opened
+        self.live: list[Account] = []
+        self.banned: set[str] = set()
+        self.sent = 0  # distillation queries sent
+        self.cost_usd = 0.0
+        self.broke = False
         self.harvest: list[dict] = []
-        self.asked: list[Problem] = []
+        self.asked = []  # every problem it asked (served or not): what it tried to cover
 
-    def bind(self, suite: Suite) -> None:
-        """Validate what this campaign asks for against the suite, before any compute."""
-        if self.skills:
-            suite.check_skills(self.skills, "attacker.skills")
-        self.suite = suite
+    def bind(self, suite, clock, network, seed, users=None) -> None:
+        super().bind(suite, clock, network, seed)
+        self.policy.bind(suite, self.queries)
+
+    def pay(self, usd: float) -> bool:
+        if self.cost_usd + usd > self.budget_usd + 1e-9:
+            self.broke = True
+            return False
+        self.cost_usd += usd
+        return True
+
+    def buy(self, gateway, tick: int, **infra) -> Account | None:
+        """Open one account if the budget allows and the gateway admits it."""
+        if not self.pay(TIERS[self.tier][0]):
+            return None
+        acc = self.network.account(self.tier, tick, **infra)
+        self.accounts.append(acc)
+        if not gateway.open_account(acc):
+            return None
+        self.live.append(acc)
+        return acc
+
+    def query(self, account: Account) -> Ask | None:
+        if not self.pay(TIERS[account.tier][1]):
+            return None
+        problem, explain = self.policy.next(self.rng)
+        self.sent += 1
+        return Ask(account, self.policy.render(problem, explain, self.rng), problem, explain, self.name, "attack")
 
     @property
     def done(self) -> bool:
-        return self.sent >= self.queries
+        return self.sent >= self.queries or self.broke or (not self.live and not self.can_respawn)
 
-    def requests(self, tick: int, rng: random.Random) -> list[tuple[Account, str, Problem]]:
-        n = min(self.per_tick, self.queries - self.sent)
-        out = []
-        for _ in range(n):
-            skill = rng.choice(self.skills) if self.skills else None
-            d = rng.choice(self.difficulties) if self.difficulties else None
-            p = self.suite.sample(rng, skill, d)
-            out.append((self.accounts[0], p.request(self.explain), p))
-        self.sent += n
-        return out
+    can_respawn = False
 
-    def receive(self, exchanges: list[Exchange], problems: list[Problem]) -> None:
-        for e, p in zip(exchanges, problems):
-            self.asked.append(p)
-            if e.status == "served":
-                self.harvest.append({"request": e.request.prompt, "response": e.response,
-                                     "skill": p.skill, "difficulty": p.difficulty, "tick": e.request.tick})
+    def lost(self, account: Account, tick: int) -> None:
+        """An account was banned: drop it (subclasses may buy a replacement)."""
+        self.banned.add(account.id)
+        self.live = [a for a in self.live if a.id != account.id]
+
+    def receive(self, tick: int, pairs: list) -> None:
+        for ask, ex in pairs:
+            if ex.reason == "banned" and ask.account.id not in self.banned:
+                self.lost(ask.account, tick)
+            if not ask.attack:
+                continue
+            self.policy.feedback(ask.problem, ask.explain, ex, self.rng)
+            self.asked.append(ask.problem)
+            if ex.status == "served":
+                # the attacker knows its own clean question: it trains on that, not on the
+                # typos or templates it added to look organic
+                self.harvest.append({"request": ask.problem.request(ask.explain), "response": ex.response,
+                                     "sent": ask.text, "skill": ask.problem.skill,
+                                     "difficulty": ask.problem.difficulty, "tick": tick, "account": ask.account.id})
+
+
+class Naive(Campaign):
+    """One account, `per_tick` queries a tick until the budget is spent."""
+
+    def open_accounts(self, gateway, tick):
+        self.buy(gateway, tick, asn_kind="datacenter")
+
+    def requests(self, tick):
+        if not self.live:
+            return []
+        asks = []
+        for _ in range(min(self.per_tick, self.queries - self.sent)):
+            ask = self.query(self.live[0])
+            if ask is None:
+                break
+            asks.append(ask)
+        return asks
+
+
+class Hydra(Campaign):
+    def __init__(self, queries: int = 2000, per_tick: int = 256, policy: Policy | None = None,
+                 tier: str = "free", budget_usd: float | None = None, accounts: int = 200,
+                 pace_per_day: float = 50, proxies: int = 8, ips_per_proxy: int = 4,
+                 payment_reuse: float = 0.3, device_reuse: float = 0.5, mix: float = 0.2,
+                 respawn: bool = True):
+        super().__init__(queries, per_tick, policy, tier, budget_usd)
+        for k, v in (("accounts", accounts), ("proxies", proxies), ("ips_per_proxy", ips_per_proxy)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"attacker.{k}={v!r} must be a positive integer")
+        if not pace_per_day > 0:
+            raise ValueError(f"attacker.pace_per_day={pace_per_day!r} must be > 0")
+        for k, v in (("payment_reuse", payment_reuse), ("device_reuse", device_reuse)):
+            if not 0 <= v <= 1:
+                raise ValueError(f"attacker.{k}={v!r} must be in [0, 1]")
+        if not 0 <= mix < 1:
+            raise ValueError(f"attacker.mix={mix!r} must be in [0, 1)")
+        self.n_accounts, self.pace_per_day = accounts, float(pace_per_day)
+        self.proxies, self.ips_per_proxy = proxies, ips_per_proxy
+        self.payment_reuse, self.device_reuse, self.mix = payment_reuse, device_reuse, mix
+        self.respawn = bool(respawn)
+        self.schedule: list[tuple[int, int, str]] = []  # (next tick, serial, account id) heap
+        self.by_id: dict[str, Account] = {}
+
+    @property
+    def can_respawn(self) -> bool:
+        return self.respawn and not self.broke
+
+    def bind(self, suite, clock, network, seed, users=None):
+        super().bind(suite, clock, network, seed)
+        self.cover = users  # the personas its cover traffic imitates (None: plain random questions)
+        # the campaign's infrastructure: a few proxy subnets, a few addresses in each
+        self.pool = [network.ip(s) for s in (network.subnet("proxy") for _ in range(self.proxies))
+                     for _ in range(self.ips_per_proxy)]
+        self.payments: list[str] = []
+        self.devices = [network.fingerprint("dev") for _ in range(3)]  # its automation clients
+        self.interval = clock.ticks_per_day / self.pace_per_day
+
+    def _open(self, gateway, tick: int) -> None:
+        ip = self.pool[len(self.accounts) % len(self.pool)]
+        payment = (self.rng.choice(self.payments) if self.payments and self.rng.random() < self.payment_reuse
+                   else self.network.fingerprint("pay"))
+        self.payments.append(payment)
+        device = self.rng.choice(self.devices) if self.rng.random() < self.device_reuse else None
+        acc = self.buy(gateway, tick, ip=ip, asn_kind="proxy", payment=payment, device=device)
+        if acc is not None:
+            self.by_id[acc.id] = acc
+            heapq.heappush(self.schedule, (tick + int(self.rng.random() * self.interval), len(self.accounts), acc.id))
+
+    def open_accounts(self, gateway, tick):
+        self.gateway = gateway  # respawns happen later, when a ban is noticed
+        for _ in range(self.n_accounts):
+            self._open(gateway, tick)
+
+    def lost(self, account, tick):
+        super().lost(account, tick)
+        if self.can_respawn and not self.done:
+            self._open(self.gateway, tick)
+
+    def requests(self, tick):
+        asks = []
+        while self.schedule and self.schedule[0][0] <= tick and len(asks) < self.per_tick and not self.done:
+            _, serial, aid = heapq.heappop(self.schedule)
+            if aid in self.banned:
+                continue
+            acc = self.by_id[aid]
+            if self.rng.random() < self.mix:
+                ask = self._cover(acc)
+            else:
+                ask = self.query(acc)
+            if ask is None:
+                break
+            asks.append(ask)
+            # the next request of this account, jittered around its pace
+            nxt = tick + max(1, round(self.interval * self.rng.uniform(0.5, 1.5)))
+            heapq.heappush(self.schedule, (nxt, serial, aid))
+        return asks
+
+    def _cover(self, acc: Account) -> Ask | None:
+        if not self.pay(TIERS[acc.tier][1]):
+            return None
+        if self.cover is not None and self.cover.personas:
+            persona = self.rng.choice(list(self.cover.personas.values()))
+            problem, explain = persona.draw(self.suite, self.rng)
+            text = render(problem, explain, self.rng, persona.typo_rate, persona.template_rate)
+        else:
+            problem, explain = self.suite.sample(self.rng), False
+            text = problem.request(explain)
+        return Ask(acc, text, problem, explain, self.name, "cover")
+
+
+class Router(Campaign):
+    """A reseller: `accounts` accounts in one datacenter carry `routed_fraction` x (the
+    legitimate population's size) real clients and `per_tick` attacker queries a tick."""
+
+    def __init__(self, queries: int = 2000, per_tick: int = 16, policy: Policy | None = None,
+                 tier: str = "paid", budget_usd: float | None = None, accounts: int = 3,
+                 routed_fraction: float = 0.1):
+        super().__init__(queries, per_tick, policy, tier, budget_usd)
+        if not isinstance(accounts, int) or accounts < 1:
+            raise ValueError(f"attacker.accounts={accounts!r} must be a positive integer")
+        if not 0 <= routed_fraction <= 10:
+            raise ValueError(f"attacker.routed_fraction={routed_fraction!r} must be in [0, 10]")
+        self.n_accounts, self.routed_fraction = accounts, routed_fraction
+        self.clients = None
+
+    def bind(self, suite, clock, network, seed, users=None):
+        super().bind(suite, clock, network, seed)
+        n = round(self.routed_fraction * (users.n_users if users is not None else 0))
+        if users is not None and n:
+            self.clients = users.spawn(n, f"{self.name}-clients")
+            self.clients.bind(suite, clock, network, seed)
+
+    def open_accounts(self, gateway, tick):
+        subnet = self.network.subnet("datacenter")
+        payment = self.network.fingerprint("pay")
+        for _ in range(self.n_accounts):
+            self.buy(gateway, tick, subnet=subnet, asn_kind="datacenter", payment=payment)
+        if self.clients is not None:
+            self.clients.routed_via = list(self.live)
+
+    def requests(self, tick):
+        asks = []
+        if self.clients is not None and self.live:
+            self.clients.routed_via = list(self.live)
+            asks += self.clients.requests(tick)
+        for i in range(min(self.per_tick, self.queries - self.sent)):
+            if not self.live:
+                break
+            ask = self.query(self.live[i % len(self.live)])
+            if ask is None:
+                break
+            asks.append(ask)
+        return asks
+
+    def receive(self, tick, pairs):
+        super().receive(tick, pairs)
+        if self.clients is not None:
+            self.clients.receive(tick, [(a, e) for a, e in pairs if a.kind == "user"])
+
+    @property
+    def done(self) -> bool:
+        # the reseller keeps serving its clients after its own distillation budget is spent
+        clients = self.clients is not None and bool(self.live)
+        return super().done and not clients

@@ -1,7 +1,13 @@
-"""The simulated API: admit -> check -> generate -> shape, one teacher batch per tick.
+"""The simulated API: admit -> check -> generate -> shape, one teacher batch per tick, and
+every `observe_every` ticks the defenses observe the log window and act.
 
-Accounts are public objects a defense may read; which actor owns an account is ground truth
-kept by the world, never on the account, so no defense can read a label.
+Defenses see only views without labels: `Account` (observable indicators), `Request`
+(the account view and the text) and the window's public log rows. Which actor owns an
+account, and whether a request was distillation traffic, is ground truth kept by the run.
+
+Actions a defense may return from `observe`: `Action("ban", account)`,
+`Action("throttle", account, ticks)` (refused until then) and `Action("flag", account)`
+(served, but `ctx.flagged` lets shaping and poisoning treat it differently).
 """
 
 from __future__ import annotations
@@ -9,14 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from defenses.base import Stack
+from sim.accounts import Account
 from teachers.lm import Completion
 
-
-@dataclass(frozen=True)
-class Account:
-    id: str
-    tier: str = "free"
-    created_tick: int = 0
+ACTIONS = ("ban", "throttle", "flag")
+PUBLIC_COLUMNS = ("id", "tick", "account", "prompt", "status", "reason", "response", "flagged")
 
 
 @dataclass(frozen=True)
@@ -32,35 +35,67 @@ class Exchange:
     request: Request
     status: str  # "served" or "blocked"
     response: str = ""  # what the caller sees
-    reason: str = ""  # why it was blocked
+    reason: str = ""  # why it was blocked ("banned", "throttled", or the refusing defense's reason)
     completion: Completion | None = None  # what the caller sees, with log-probs if exposed
+    raw: Completion | None = None  # what the teacher generated, before shaping (never shown)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # one of ACTIONS
+    account: str  # account id
+    ticks: int = 0  # throttle duration
+    by: str = ""  # which defense decided it
+
+    def __post_init__(self):
+        if self.kind not in ACTIONS:
+            raise ValueError(f"action kind {self.kind!r} is not one of {ACTIONS}")
 
 
 @dataclass
 class Context:
-    """What defenses may read: the clock and the public account table. No labels."""
+    """What defenses may read: the clock, the public account table and the gateway's own
+    decisions so far. No labels."""
 
     tick: int = 0
     accounts: dict[str, Account] = field(default_factory=dict)
+    banned: dict[str, int] = field(default_factory=dict)  # account id -> tick of the ban
+    throttled: dict[str, int] = field(default_factory=dict)  # account id -> refused until this tick
+    flagged: dict[str, int] = field(default_factory=dict)  # account id -> tick of the flag
 
 
 class Gateway:
-    def __init__(self, teacher, stack: Stack, *, max_new_tokens: int, top_k_logprobs: int = 0):
+    def __init__(self, teacher, stack: Stack, *, max_new_tokens: int, top_k_logprobs: int = 0,
+                 observe_every: int = 6):
         if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+            raise ValueError(f"gateway.max_new_tokens={max_new_tokens} must be >= 1")
         if top_k_logprobs < 0:
-            raise ValueError(f"top_k_logprobs={top_k_logprobs} must be >= 0")
+            raise ValueError(f"gateway.top_k_logprobs={top_k_logprobs} must be >= 0")
+        if not isinstance(observe_every, int) or observe_every < 1:
+            raise ValueError(f"gateway.observe_every={observe_every!r} must be a positive integer")
         self.teacher, self.stack = teacher, stack
-        self.max_new_tokens, self.top_k_logprobs = max_new_tokens, top_k_logprobs
+        self.max_new_tokens, self.top_k_logprobs, self.observe_every = max_new_tokens, top_k_logprobs, observe_every
         self.ctx = Context()
         self.log: list[dict] = []
+        self.actions: list[tuple[int, Action]] = []  # (tick, action) as applied
         self._next_id = 0
+        self._window_start = 0
 
     def open_account(self, account: Account) -> bool:
         if not self.stack.admit(account):
             return False
         self.ctx.accounts[account.id] = account
         return True
+
+    def _refusal(self, req: Request) -> str | None:
+        aid = req.account.id
+        if aid not in self.ctx.accounts:
+            return "no such account"
+        if aid in self.ctx.banned:
+            return "banned"
+        if self.ctx.throttled.get(aid, -1) > req.tick:
+            return "throttled"
+        return self.stack.check(req, self.ctx)
 
     def serve(self, tick: int, batch: list[tuple[Account, str]]) -> list[Exchange]:
         """Serve one tick's requests: every admitted request goes into ONE teacher call."""
@@ -69,10 +104,7 @@ class Gateway:
         for account, prompt in batch:
             req = Request(self._next_id, tick, account, prompt)
             self._next_id += 1
-            if account.id not in self.ctx.accounts:
-                exchanges.append(Exchange(req, "blocked", reason="no such account"))
-                continue
-            reason = self.stack.check(req, self.ctx)
+            reason = self._refusal(req)
             exchanges.append(Exchange(req, "blocked", reason=reason) if reason else Exchange(req, "served"))
         todo = [e for e in exchanges if e.status == "served"]
         if todo:
@@ -83,10 +115,30 @@ class Gateway:
                 top_k_logprobs=self.top_k_logprobs,
             )
             for e, c in zip(todo, outs):
+                e.raw = c
                 e.completion = self.stack.shape(e.request, c, self.ctx)
                 e.response = e.completion.text
         for e in exchanges:
-            self.log.append({"id": e.request.id, "tick": tick, "account": e.request.account.id,
-                             "prompt": e.request.prompt, "status": e.status, "reason": e.reason,
-                             "response": e.response})
+            aid = e.request.account.id
+            self.log.append({"id": e.request.id, "tick": tick, "account": aid, "prompt": e.request.prompt,
+                             "status": e.status, "reason": e.reason, "response": e.response,
+                             "flagged": aid in self.ctx.flagged})
         return exchanges
+
+    def observe(self, tick: int) -> list[Action]:
+        """The defenses read the log since the last observation and act; actions apply now."""
+        window = self.log[self._window_start:]
+        self._window_start = len(self.log)
+        self.ctx.tick = tick
+        actions = self.stack.observe(window, self.ctx)
+        for a in actions:
+            if not isinstance(a, Action):
+                raise TypeError(f"a defense returned {a!r} from observe(); expected sim.gateway.Action")
+            if a.kind == "ban":
+                self.ctx.banned.setdefault(a.account, tick)
+            elif a.kind == "throttle":
+                self.ctx.throttled[a.account] = max(self.ctx.throttled.get(a.account, 0), tick + a.ticks)
+            else:
+                self.ctx.flagged.setdefault(a.account, tick)
+            self.actions.append((tick, a))
+        return actions

@@ -70,3 +70,40 @@ def kb_coverage(suite: Suite, queried) -> float:
     needed = {f for p in suite.eval_set for f in p.facts}
     asked = {f for p in queried for f in p.facts}
     return mean(f in asked for f in needed) if needed else float("nan")
+
+
+def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[str, int]) -> dict[str, float]:
+    """`utility/*`, `detection/*` and traffic counts from the exchange log (a DataFrame with
+    the public columns and the `truth/*` columns) and the gateway's bans (account -> tick).
+
+    - `utility/relative`: legitimate requests served well under the defenses / served well by
+      the undefended teacher (blocked, throttled, poisoned, wrong and a hidden requested
+      rationale all count as not served).
+    - `utility/false_ban_rate`: legitimate accounts banned / legitimate accounts.
+    - `detection/precision`, `detection/recall`: of the banned accounts, the attacker's; of
+      the attacker's accounts, the banned.
+    - `detection/ticks_to_first_ban`: ticks from the campaign's first query to its first ban.
+    - `detection/leaked_before_ban`: distillation exchanges served before that ban (all of
+      them when it never came).
+    """
+    legit = log[log["truth/kind"] == "user"]
+    attack = log[log["truth/kind"] == "attack"]
+    banned = set(bans)
+    hit = banned & attacker_ids
+    attack_bans = [bans[a] for a in hit]
+    first_query = float(attack["tick"].min()) if len(attack) else float("nan")
+    first_ban = min(attack_bans) if attack_bans else float("inf")
+    served_attack = attack[attack["status"] == "served"]
+    return {
+        "utility/relative": ratio(float(legit["truth/ok"].sum()), float(legit["truth/clean_ok"].sum())),
+        "utility/false_ban_rate": ratio(len(banned & legit_ids), len(legit_ids)),
+        "utility/legit_requests": len(legit),
+        "detection/precision": ratio(len(hit), len(banned)),
+        "detection/recall": ratio(len(hit), len(attacker_ids)),
+        "detection/ticks_to_first_ban": first_ban - first_query if attack_bans else float("nan"),
+        "detection/leaked_before_ban": int((served_attack["tick"] < first_ban).sum()),
+        "traffic/exchanges": len(log),
+        "traffic/served": int((log["status"] == "served").sum()),
+        "traffic/blocked": int((log["status"] != "served").sum()),
+        "traffic/cover": int((log["truth/kind"] == "cover").sum()),
+    }

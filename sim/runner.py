@@ -1,7 +1,8 @@
 """One run, end to end (DESIGN.md "One run, as data flows through it").
 
 `run(cfg, out_dir)` takes a composed config (it never reads Hydra's runtime state), builds
-and validates every component before any compute, then: teacher -> gateway -> clock ->
+and validates every component before any compute, then: teacher -> gateway -> clock
+(legitimate users and the attacker campaign, `sim.world.simulate`) -> exchange log and
 harvest -> student -> metrics -> `results.json`.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import tempfile
 import time
@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 import teachers
 from defenses.base import Stack
 from sim import metrics
+from sim.accounts import Network
 from sim.gateway import Gateway
 from sim.quiet import quiet
+from sim.world import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,12 +86,33 @@ class World:
         self.teacher_spec = build(cfg.teacher)
         self.student_spec = build(cfg.student)
         self.stack = Stack([build(node) for node in (cfg.defense or {}).values()])
+        self.clock = build(cfg.clock)
+        self.users = build(cfg.users)
         self.attacker = build(cfg.attacker)
-        self.attacker.bind(self.suite)
         self.gateway_cfg = dict(cfg.gateway)
+        Gateway(None, self.stack, **self.gateway_cfg)  # validates the gateway's values
+        # binding checks every skill the actors ask for and lays out their infrastructure
+        network = Network(cfg.seed)
+        for actor in (self.users, self.attacker):
+            actor.bind(self.suite, self.clock, network, cfg.seed, users=self.users)
 
 
-def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
+def attacker_metrics(attacker, traffic) -> dict:
+    log = traffic.log
+    served = log[(log["truth/kind"] == "attack") & (log["status"] == "served")]
+    banned = {a.id for a in attacker.owned_accounts()} & set(traffic.gateway.ctx.banned)
+    return {
+        "attacker/queries": attacker.sent,
+        "attacker/accounts": len(attacker.owned_accounts()),
+        "attacker/banned": len(banned),
+        "attacker/cost_usd": round(attacker.cost_usd, 6),
+        "attacker/harvested": len(attacker.harvest),
+        # served distillation answers whose final answer the defenses changed (poisoning)
+        "attacker/poisoned_fraction": metrics.mean(served["truth/altered"]),
+    }
+
+
+def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False) -> dict:
     out = Path(out_dir)
     quiet()
     world = World(cfg)  # every bad value stops here, before any compute
@@ -108,28 +131,22 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     log(f"teacher {card['hash']}: {teacher.num_parameters():,} parameters, held-out accuracy "
         f"{metrics.mean(r['correct'] for r in teacher_rows):.3f} on {len(teacher_rows)} problems")
 
-    # the clock: each tick the attacker emits requests and the gateway serves them in one batch
+    # the clock: each tick every actor emits requests and the gateway serves them in one batch
     t = time.perf_counter()
     gateway = Gateway(teacher, world.stack, **world.gateway_cfg)
-    attacker = world.attacker
-    for account in attacker.accounts:
-        gateway.open_account(account)
-    rng = random.Random(f"attacker-{cfg.seed}")
-    tick = 0
-    while not attacker.done:
-        batch = attacker.requests(tick, rng)
-        exchanges = gateway.serve(tick, [(a, prompt) for a, prompt, _ in batch])
-        attacker.receive(exchanges, [p for _, _, p in batch])
-        tick += 1
-    timings["attack_s"] = time.perf_counter() - t
-    log(f"attack: {attacker.sent} queries served in {tick} ticks, {len(attacker.harvest)} exchanges harvested")
+    attacker, users = world.attacker, world.users
+    traffic = simulate([users, attacker], gateway, world.suite, world.clock, progress=progress)
+    timings["traffic_s"] = time.perf_counter() - t
+    log(f"traffic: {traffic.ticks} ticks of {world.clock.tick_minutes} min, {len(traffic.log):,} requests "
+        f"({users.n_users:,} users); attacker sent {attacker.sent:,} queries from {len(attacker.accounts):,} "
+        f"accounts, harvested {len(attacker.harvest):,}")
 
     import datasets
 
     harvest = datasets.Dataset.from_list(attacker.harvest) if attacker.harvest else datasets.Dataset.from_dict(
-        {"request": [], "response": [], "skill": [], "difficulty": [], "tick": []})
+        {"request": [], "response": [], "sent": [], "skill": [], "difficulty": [], "tick": [], "account": []})
     harvest.save_to_disk(str(out / "harvest"))
-    datasets.Dataset.from_list(gateway.log or [{"id": -1}]).save_to_disk(str(out / "exchanges"))
+    datasets.Dataset.from_pandas(traffic.log, preserve_index=False).save_to_disk(str(out / "exchanges"))
 
     # the student: evaluated before (base) and after distillation on the same held-out set
     t = time.perf_counter()
@@ -151,8 +168,10 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
         **metrics.transfer(teacher_rows, student_rows, base_rows),
         "fidelity": metrics.fidelity(teacher_rows, student_rows),
         "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
-        "attacker/queries": attacker.sent,
-        "attacker/harvested": len(harvest),
+        **attacker_metrics(attacker, traffic),
+        **metrics.world_metrics(traffic.log, {a.id for a in attacker.owned_accounts()},
+                                {a.id for a in users.owned_accounts()}, gateway.ctx.banned),
+        "clock/ticks": traffic.ticks,
         "teacher/hash": card["hash"],
         "student/params": student.num_parameters(),
         "teacher/params": teacher.num_parameters(),

@@ -2,7 +2,8 @@
 
 `CharGPT` is the teacher's config (built by Hydra from `configs/teacher/char_gpt.yaml`); its
 `train` draws an endless stream of suite problems (never held-out ones), asks for the
-reasoning in `explain_rate` of them, and fits the model with Lightning.
+reasoning in `explain_rate` of them, mixes in the suite's private corpus (the knowledge base's
+records) at `corpus_rate`, and fits the model with Lightning.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class CharGPT:
     batch_size: int = 64
     lr: float = 3e-3
     explain_rate: float = 0.7
+    corpus_rate: float = 0.05
     seed: int = 0
     max_new_tokens: int = 96
 
@@ -36,8 +38,9 @@ class CharGPT:
                 raise ValueError(f"teacher.{name}={getattr(self, name)} must be >= 1")
         if self.n_embd % self.n_head:
             raise ValueError(f"teacher.n_embd={self.n_embd} must be divisible by teacher.n_head={self.n_head}")
-        if not 0 <= self.explain_rate <= 1:
-            raise ValueError(f"teacher.explain_rate={self.explain_rate} must be in [0, 1]")
+        for name in ("explain_rate", "corpus_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"teacher.{name}={getattr(self, name)} must be in [0, 1]")
         if not self.lr > 0:
             raise ValueError(f"teacher.lr={self.lr} must be > 0")
         if not 0 <= self.dropout < 1:
@@ -51,6 +54,10 @@ class CharGPT:
         lm = CharLM(model)
 
         def draw(rng: random.Random) -> tuple[str, str]:
+            if self.corpus_rate and rng.random() < self.corpus_rate:
+                docs = suite.documents(rng)
+                if docs:
+                    return rng.choice(docs)
             p = suite.sample(rng)
             explain = rng.random() < self.explain_rate
             return p.request(explain), p.response(explain)

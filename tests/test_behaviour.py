@@ -12,8 +12,8 @@ from teachers import SHIPPED, teacher_hash
 @pytest.mark.slow
 def test_distillation_moves_capability_to_the_student(make_cfg, tmp_path):
     # one learnable skill, a short harvest and a short fit keep this to about a minute
-    cfg = make_cfg("attacker.queries=600", "attacker.skills=[table]", "attacker.difficulties=[1,2]",
-                   "student.steps=300", scale="small")
+    cfg = make_cfg("attacker.queries=600", "attacker.policy.skills=[table]", "attacker.policy.difficulties=[1,2]",
+                   "student.steps=300", "users=none", scale="small")
     world = World(cfg)
     card = json.loads((SHIPPED / "card.json").read_text())
     assert card["hash"] == teacher_hash(world.teacher_spec, world.suite), "stale shipped teacher: `make teacher`"

@@ -31,5 +31,6 @@ def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path):
 
 
 def test_every_group_the_design_names_exists():
-    for group in ("teacher", "student", "attacker", "defense", "tasks", "scale", "experiment", "logger"):
+    for group in ("teacher", "student", "attacker", "policy", "users", "defense", "tasks", "scale", "experiment",
+                  "logger"):
         assert list((CONFIGS / group).glob("*.yaml")), group

@@ -44,8 +44,8 @@ def test_same_config_and_seed_give_byte_identical_results(make_cfg, tmp_path):
     "override, message",
     [
         ("attacker.queries=-5", "attacker.queries=-5"),
-        ("attacker.skills=[arith,poetry]", "unknown skill 'poetry'"),
-        ("attacker.difficulties=[0]", "attacker.difficulties: difficulty=0"),
+        ("attacker.policy.skills=[arith,poetry]", "unknown skill 'poetry'"),
+        ("attacker.policy.difficulties=[0]", "attacker.policy.difficulties: difficulty=0"),
         ("tasks.eval_per_cell=0", "tasks.eval_per_cell=0"),
         ("teacher.n_embd=31", "teacher.n_embd=31"),
         ("student.steps=0", "student.steps=0"),

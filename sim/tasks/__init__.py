@@ -24,6 +24,10 @@ class Suite:
     The held-out set is drawn first from `eval_seed`; every later sample (the teacher's
     training data, every actor's queries) is drawn by `sample`, which rejects any problem
     whose prompt is in the held-out set, so evaluation is never contaminated.
+
+    A cell with few distinct prompts (one-slot tool calls, one-hop kb questions) holds out at
+    most `heldout_fraction` of them, so that most of the cell stays trainable; every other
+    cell holds out `eval_per_cell` problems.
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class Suite:
         eval_per_cell: int = 20,
         eval_seed: int = 1234,
         difficulty_weights: Sequence[float] = (1, 1, 1, 1, 1),
+        heldout_fraction: float = 0.25,
     ):
         if not skills:
             raise ValueError("tasks.skills is empty: a suite needs at least one skill")
@@ -40,6 +45,8 @@ class Suite:
                 raise ValueError(f"tasks.skills.{key} must build the skill named {key!r}, got {skill!r}")
         if eval_per_cell < 1:
             raise ValueError(f"tasks.eval_per_cell={eval_per_cell} must be >= 1")
+        if not 0 < heldout_fraction < 1:
+            raise ValueError(f"tasks.heldout_fraction={heldout_fraction} must be in (0, 1)")
         weights = [float(w) for w in difficulty_weights]
         if len(weights) != MAX_DIFFICULTY or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(
@@ -47,20 +54,28 @@ class Suite:
                 "non-negative numbers with a positive sum"
             )
         self.skills = dict(skills)
-        self.eval_per_cell, self.eval_seed = eval_per_cell, eval_seed
+        self.eval_per_cell, self.eval_seed, self.heldout_fraction = eval_per_cell, eval_seed, heldout_fraction
         self.difficulty_weights = weights
         self.difficulties = list(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
         self.eval_set = self._draw_eval_set()
         self.eval_prompts = frozenset(p.prompt for p in self.eval_set)
+
+    def _heldout_cap(self, skill: Skill, difficulty: int, probes: int = 2000) -> int:
+        """How many problems the cell holds out: `eval_per_cell`, or `heldout_fraction` of the
+        cell's distinct prompts when a probe of `probes` draws finds at most half that many."""
+        rng = random.Random(f"probe-{skill.name}-{difficulty}")
+        distinct = len({skill.sample(rng, difficulty).prompt for _ in range(probes)})
+        if distinct > probes // 2:
+            return self.eval_per_cell
+        return max(1, min(self.eval_per_cell, int(distinct * self.heldout_fraction)))
 
     def _draw_eval_set(self) -> list[Problem]:
         rng = random.Random(f"eval-{self.eval_seed}")
         problems, seen = [], set()
         for name, skill in self.skills.items():
             for d in self.difficulties:
-                # small cells (kb at 1 hop) may hold few distinct prompts: stop after many misses
-                got, misses = 0, 0
-                while got < self.eval_per_cell and misses < 50 * self.eval_per_cell:
+                cap, got, misses = self._heldout_cap(skill, d), 0, 0
+                while got < cap and misses < 50 * cap:
                     p = skill.sample(rng, d)
                     if p.prompt in seen:
                         misses += 1
@@ -78,7 +93,11 @@ class Suite:
             for n, s in self.skills.items()
         }
         return {"skills": skills, "eval_per_cell": self.eval_per_cell, "eval_seed": self.eval_seed,
-                "difficulty_weights": self.difficulty_weights}
+                "difficulty_weights": self.difficulty_weights, "heldout_fraction": self.heldout_fraction}
+
+    def documents(self, rng: random.Random) -> list[tuple[str, str]]:
+        """Every skill's private corpus (see `Skill.documents`): teacher training text only."""
+        return [doc for skill in self.skills.values() for doc in skill.documents(rng)]
 
     def check_skills(self, names: Sequence[str], where: str) -> list[str]:
         for n in names:

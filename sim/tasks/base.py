@@ -66,3 +66,9 @@ class Skill:
 
     def grade(self, problem: Problem, text: str) -> bool:
         return final_answer(text) == problem.answer
+
+    def documents(self, rng: random.Random) -> list[tuple[str, str]]:
+        """The skill's private corpus as (request, response) pairs: text the teacher is trained
+        on that is not a question of the task distribution (the knowledge base's records).
+        Empty for skills whose capability is a procedure rather than knowledge."""
+        return []

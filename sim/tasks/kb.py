@@ -1,7 +1,8 @@
 """Knowledge: facts about a generated fictional world that only the teacher was trained on.
 
-Stands in for proprietary knowledge: no student can know these facts unless it asked about
-them (directly, or as a hop of a multi-hop question whose rationale revealed them). Each
+Stands in for proprietary knowledge: the teacher is trained on the world's records (one per
+person, `documents`), and no student can know these facts unless it asked about them
+(directly, or as a hop of a multi-hop question whose rationale revealed them). Each
 person has a city, a job, a pet and a boss (another person). Difficulty is the number of
 hops: difficulty d follows the boss relation d-1 times, then reads an attribute.
 
@@ -47,6 +48,16 @@ class Kb(Skill):
     def facts(self) -> list[str]:
         """Every fact of the world, as it appears in rationales."""
         return [f"{p}.{a}={v[a]}" for p, v in self.world.items() for a in ATTRS]
+
+    def documents(self, rng: random.Random) -> list[tuple[str, str]]:
+        """One record per person, its facts in a fresh random order each call, so that a fact is
+        learned from its own local context (`zora.city=`), not from its place in a record."""
+        docs = []
+        for person in sorted(self.world):
+            facts = [f"{person}.{a}={self.world[person][a]}" for a in ATTRS]
+            rng.shuffle(facts)
+            docs.append((f"doc {person}", " ".join(facts)))
+        return docs
 
     def _sample(self, rng: random.Random, difficulty: int) -> Problem:
         person = rng.choice(sorted(self.world))

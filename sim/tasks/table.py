@@ -2,9 +2,11 @@
 
 Stands in for data-analysis capability. The table is a row list `name+digit`; the query is
 max/min (answer: the row's name), sum (mod 10) or cnt (rows above a threshold). Difficulty
-sets the number of rows (2..6); the rationale is the running aggregate after each row.
+sets the number of rows (2..6). The rationale walks the rows in order, each step echoing the
+row and then the running aggregate (`row=aggregate`): echoing the row is a copy a small
+transformer does reliably, and it puts the value to combine next to the aggregate.
 
-    tbl max ka3 lo7 mi2   ->  ka3 lo7 lo7 #lo
+    tbl max ka3 lo7 mi2   ->  ka3=ka3 lo7=lo7 mi2=lo7 #lo
 """
 
 from __future__ import annotations
@@ -25,24 +27,25 @@ class Table(Skill):
         names = rng.sample(NAMES, n)
         values = rng.sample(range(10), n)  # distinct, so max/min are unique
         query = rng.choice(QUERIES)
-        rows = " ".join(f"{a}{v}" for a, v in zip(names, values))
+        cells = [f"{a}{v}" for a, v in zip(names, values)]
+        rows = " ".join(cells)
         if query in ("max", "min"):
             better = (lambda v, b: v > b) if query == "max" else (lambda v, b: v < b)
             best, steps = 0, []
             for i, v in enumerate(values):
                 if better(v, values[best]):
                     best = i
-                steps.append(f"{names[best]}{values[best]}")
+                steps.append(f"{cells[i]}={names[best]}{values[best]}")
             return Problem(self.name, difficulty, f"tbl {query} {rows}", names[best], " ".join(steps))
         if query == "sum":
             acc, steps = 0, []
-            for v in values:
+            for c, v in zip(cells, values):
                 acc = (acc + v) % 10
-                steps.append(str(acc))
+                steps.append(f"{c}={acc}")
             return Problem(self.name, difficulty, f"tbl sum {rows}", str(acc), " ".join(steps))
         k = rng.randint(2, 7)
         acc, steps = 0, []
-        for v in values:
+        for c, v in zip(cells, values):
             acc += v > k
-            steps.append(str(acc))
+            steps.append(f"{c}={acc}")
         return Problem(self.name, difficulty, f"tbl cnt>{k} {rows}", str(acc), " ".join(steps))

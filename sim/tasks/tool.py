@@ -13,14 +13,15 @@ import random
 
 from sim.tasks.base import Problem, Skill
 
-CITIES = ("oslo", "rome", "lima", "kyiv", "doha", "baku", "riga", "bern", "graz", "pisa", "cork", "nice")
+CITIES = ("oslo", "rome", "lima", "kyiv", "doha", "baku", "riga", "bern", "graz", "pisa", "cork", "nice",
+          "kiel", "linz", "metz", "lyon", "bonn", "gent", "turku", "split", "porto", "malmo", "basel", "perth")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLASSES = ("first", "business", "economy")
 
 
 def _city(rng):
     c = rng.choice(CITIES)
-    return f"to {c}", c
+    return f"{rng.choice(('to', 'in'))} {c}", c
 
 
 def _day(rng):
@@ -29,7 +30,7 @@ def _day(rng):
 
 
 def _n(rng):
-    n = rng.randint(1, 9)
+    n = rng.randint(1, 20)
     return f"for {n}", str(n)
 
 

@@ -1,7 +1,8 @@
 """Coding: trace what a small string program prints.
 
 Stands in for the code-understanding capability (tracing programs across languages). The
-program is a pipeline of string operations; difficulty sets its length and the input's.
+program is a pipeline of string operations; difficulty d sets its length (d operations) and
+the input's (2 + d letters).
 
     run abcd rev rot    ->  rev=dcba rot=edcb #edcb
 """
@@ -26,7 +27,7 @@ class Trace(Skill):
     name = "trace"
 
     def _sample(self, rng: random.Random, difficulty: int) -> Problem:
-        s = "".join(rng.choice(ALPHABET) for _ in range(3 + difficulty))
+        s = "".join(rng.choice(ALPHABET) for _ in range(2 + difficulty))
         question, steps = f"run {s}", []
         for _ in range(difficulty):
             op = rng.choice(list(OPS))

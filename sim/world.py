@@ -1,0 +1,96 @@
+"""The traffic side of a run: the clock drives the actors, the gateway serves each tick in one
+teacher batch, the defenses observe every K ticks, and the exchange log records it all.
+
+Ground truth is kept here and only here: which actor sent each request and why (`truth/*`
+log columns, the `owner` of each account). The gateway and the defenses never see it.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from sim.actors import Actor, Ask, served_well
+from sim.gateway import PUBLIC_COLUMNS, Gateway
+from sim.tasks import final_answer
+
+
+@dataclass
+class Traffic:
+    log: object  # pandas DataFrame: public columns, then `truth/*` columns
+    gateway: Gateway
+    owner: dict[str, str]  # account id -> the actor that opened it (ground truth)
+    ticks: int  # ticks simulated (the run ends early once every actor is done)
+
+
+def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool = False) -> Traffic:
+    """Run bound actors (see `Actor.bind`) through the clock against `gateway`."""
+    import pandas as pd
+
+    for a in actors:
+        a.open_accounts(gateway, 0)
+    truth: list[dict] = []
+    clean_needed = bool(gateway.stack.logits_processors())
+    bar = _progress(progress, clock.n_ticks)
+    tick = n_served = n_blocked = 0
+    with bar or nullcontext():
+        task = bar.add_task("simulating", total=clock.n_ticks, stats="") if bar else None
+        for tick in range(clock.n_ticks):
+            per_actor = [(a, a.requests(tick)) for a in actors]
+            asks = [ask for _, batch in per_actor for ask in batch]
+            if asks:
+                exchanges = gateway.serve(tick, [(a.account, a.text) for a in asks])
+                truth += _truth(suite, gateway, asks, exchanges, clean_needed)
+                i = 0
+                for actor, batch in per_actor:
+                    actor.receive(tick, list(zip(batch, exchanges[i:i + len(batch)])))
+                    i += len(batch)
+            if (tick + 1) % gateway.observe_every == 0:
+                gateway.observe(tick)
+            if asks:
+                n_served += sum(e.status == "served" for e in exchanges)
+                n_blocked += sum(e.status != "served" for e in exchanges)
+            if bar:
+                bar.update(task, advance=1, stats=f"served {n_served:,} · blocked {n_blocked:,} · "
+                                                  f"banned {len(gateway.ctx.banned):,}")
+            if all(a.done for a in actors):
+                break
+    owner = {acc.id: a.name for a in actors for acc in a.owned_accounts()}
+    log = pd.DataFrame(gateway.log, columns=list(PUBLIC_COLUMNS))
+    for k in (truth[0] if truth else {}):
+        log[k] = [r[k] for r in truth]
+    log["truth/owner"] = [owner.get(a, "") for a in log["account"]]
+    return Traffic(log, gateway, owner, tick + 1)
+
+
+def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bool) -> list[dict]:
+    """Per exchange: who sent it and why, whether it served its sender well under the
+    defenses, whether the undefended teacher would have (`clean_ok`, for utility), and
+    whether shaping changed the final answer (`altered`, e.g. poisoning)."""
+    rows, redo = [], []
+    for k, (ask, ex) in enumerate(zip(asks, exchanges)):
+        served = ex.status == "served"
+        raw = ex.raw.text if ex.raw is not None else ""
+        rows.append({
+            "truth/actor": ask.actor, "truth/kind": ask.kind, "truth/skill": ask.problem.skill,
+            "truth/difficulty": ask.problem.difficulty, "truth/explain": ask.explain,
+            "truth/ok": served and served_well(suite, ask, ex.response),
+            "truth/clean_ok": served and served_well(suite, ask, raw),
+            "truth/altered": served and final_answer(raw) != final_answer(ex.response),
+        })
+        if ask.kind == "user" and (not served or clean_needed):
+            redo.append(k)
+    if redo:  # the counterfactual without defenses, for legitimate requests only
+        outs = gateway.teacher.generate([asks[k].text for k in redo], max_new_tokens=gateway.max_new_tokens)
+        for k, out in zip(redo, outs):
+            rows[k]["truth/clean_ok"] = served_well(suite, asks[k], out.text)
+    return rows
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled or total < 2:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ticks"),
+                    TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), transient=False)
