@@ -14,7 +14,7 @@ from defenses.base import Defense
 
 
 class RequestCap(Defense):
-    def __init__(self, per_account: int = 100):
+    def __init__(self, per_account: int = 10):
         if not isinstance(per_account, int) or per_account < 0:
             raise ValueError(f"defense.request_cap.per_account={per_account!r} must be a non-negative integer")
         self.per_account = per_account

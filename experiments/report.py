@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
-# metric -> which direction is better for the attacker's side of the table (None: no arrow)
-ARROWS = {"transfer": "↑", "fidelity": "↑", "student": "↑", "coverage": "↑", "teacher": "", "attacker": ""}
+# the better direction for the side a metric measures: transfer, fidelity and coverage the
+# attacker's; utility and detection the defender's (no arrow: context, not a score)
+ARROWS = {"transfer": "↑", "fidelity": "↑", "student": "↑", "coverage": "↑", "utility/relative": "↑",
+          "utility/false_ban_rate": "↓", "detection/precision": "↑", "detection/recall": "↑",
+          "detection/ticks_to_first_ban": "↓", "detection/leaked_before_ban": "↓"}
 DEFAULT_METRICS = ("transfer/mean", "transfer/net", "fidelity", "coverage/kb", "student/acc", "teacher/acc",
-                   "attacker/queries")
+                   "utility/relative", "utility/false_ban_rate", "attacker/queries", "attacker/accounts",
+                   "attacker/harvested", "attacker/banned", "attacker/cost_usd", "detection/recall",
+                   "detection/leaked_before_ban")
 SKIP = ("config/seed", "config/choices.")
 
 
@@ -64,7 +69,7 @@ def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
         row = {k.removeprefix("config/"): v for k, v in zip(by, key)}
         row["n"] = len(g)
         for m in metrics:
-            arrow = ARROWS.get(m.split("/")[0], "")
+            arrow = ARROWS.get(m, ARROWS.get(m.split("/")[0], ""))
             row[f"{m} {arrow}".strip()] = _fmt(g[m])
         out.append(row)
     return pd.DataFrame(out)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 # what one account costs to open (USD) and what one query costs, per tier; the 2026 reports
 # name education, research and startup programs as the abused, cheap ways in
 TIERS: dict[str, tuple[float, float]] = {
-    "free": (0.0, 0.0),
+    "free": (0.5, 0.0),  # no fee, but a phone number and a solved captcha to buy
     "paid": (20.0, 0.002),
     "verified": (20.0, 0.002),
     "education": (0.0, 0.0005),

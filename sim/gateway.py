@@ -58,10 +58,12 @@ class Context:
     decisions so far. No labels."""
 
     tick: int = 0
+    tick_minutes: int = 1  # simulated minutes per tick (set from the clock)
     accounts: dict[str, Account] = field(default_factory=dict)
     banned: dict[str, int] = field(default_factory=dict)  # account id -> tick of the ban
     throttled: dict[str, int] = field(default_factory=dict)  # account id -> refused until this tick
     flagged: dict[str, int] = field(default_factory=dict)  # account id -> tick of the flag
+    clusters: dict[str, str] = field(default_factory=dict)  # account id -> cluster id (written by detectors)
 
 
 class Gateway:

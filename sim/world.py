@@ -27,6 +27,7 @@ def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool
     """Run bound actors (see `Actor.bind`) through the clock against `gateway`."""
     import pandas as pd
 
+    gateway.ctx.tick_minutes = clock.tick_minutes
     for a in actors:
         a.open_accounts(gateway, 0)
     truth: list[dict] = []

@@ -1,0 +1,100 @@
+"""Serving-side defenses on hand-made traffic: each limit bites where its docstring says."""
+
+import pytest
+
+from defenses.rate_limit import RateLimit
+from sim.accounts import Account
+from sim.gateway import Context, Request
+
+
+def req(tick, account):
+    return Request(0, tick, account, "calc 1+1")
+
+
+def test_rate_limit_token_bucket_refills_per_minute():
+    rl = RateLimit(per_minute={"account": 1.0}, burst_minutes=3)
+    ctx, a = Context(tick_minutes=1), Account("a")
+    assert [rl.check(req(0, a), ctx) for _ in range(4)] == [None, None, None, "rate limit: account/minute"]
+    assert rl.check(req(1, a), ctx) is None  # one minute later: one token back
+    assert rl.check(req(1, a), ctx) == "rate limit: account/minute"
+    assert rl.check(req(0, Account("b")), ctx) is None  # buckets are per account
+
+
+def test_shared_infrastructure_keys_bind_across_accounts():
+    rl = RateLimit(per_day={"subnet": 5})
+    ctx = Context(tick_minutes=60)
+    accounts = [Account(f"a{i}", subnet="185.1.2", ip=f"185.1.2.{i}") for i in range(10)]
+    out = [rl.check(req(0, a), ctx) for a in accounts]
+    assert out.count(None) == 5 and out[-1] == "rate limit: subnet/day"
+    assert rl.check(req(24, accounts[0]), ctx) is None  # a new simulated day
+
+
+def test_cluster_keys_follow_the_detector():
+    rl = RateLimit(per_day={"cluster": 2})
+    ctx = Context(tick_minutes=1, clusters={"a": "c1", "b": "c1"})
+    assert [rl.check(req(0, Account(x)), ctx) for x in "abab"] == [None, None, "rate limit: cluster/day",
+                                                                     "rate limit: cluster/day"]
+    assert rl.check(req(0, Account("z")), ctx) is None  # unclustered: its own cluster
+
+
+@pytest.mark.parametrize("kw, message", [({"per_minute": {"acount": 1}}, "per_minute.acount"),
+                                         ({"per_day": {"ip": -1}}, "per_day.ip=-1"),
+                                         ({"burst_minutes": 0}, "burst_minutes=0")])
+def test_rate_limit_rejects_bad_values(kw, message):
+    with pytest.raises(ValueError, match=message):
+        RateLimit(**kw)
+
+
+# -- shaping and poisoning ------------------------------------------------------------------
+from defenses.poison import Poison, plausible_wrong  # noqa: E402
+from defenses.shaping import Shaping  # noqa: E402
+from teachers.lm import Completion  # noqa: E402
+
+
+def shaped(defense, prompt, text, account="a", flagged=(), tops=None):
+    ctx = Context(flagged={f: 0 for f in flagged})
+    return defense.shape(Request(0, 0, Account(account), prompt), Completion(text, tops), ctx)
+
+
+def test_hide_reasoning_modes():
+    text = "6*6=6 6+6=2 #2"
+    assert shaped(Shaping("always"), "calc 6*6+6", text).text == "#2"
+    assert shaped(Shaping("elicited"), "why calc 6*6+6", text).text == "#2"
+    assert shaped(Shaping("elicited"), "pls why calc 6*6+6", text).text == "#2"
+    assert shaped(Shaping("elicited"), "calc 6*6+6", "#2").text == "#2"
+    assert shaped(Shaping("flagged"), "why calc 6*6+6", text).text == text
+    assert shaped(Shaping("flagged"), "why calc 6*6+6", text, flagged=["a"]).text == "#2"
+    assert shaped(Shaping(summarise_steps=1), "why calc 6*6+6", text).text == "6*6=6 #2"
+
+
+def test_logprobs_are_truncated_and_rounded_and_noise_keeps_the_answer():
+    tops = [[("a", -0.123), ("b", -1.987), ("c", -3.2)]]
+    out = shaped(Shaping(logprob_top_k=2, logprob_decimals=1), "x", "#a", tops=tops)
+    assert out.top_logprobs == [[("a", -0.1), ("b", -2.0)]]
+    noisy = shaped(Shaping(noise=1.0), "why calc 6*6+6", "6*6=6 6+6=2 #2")
+    assert noisy.text.endswith("#2") and noisy.text != "6*6=6 6+6=2 #2"
+
+
+def test_poison_gives_plausible_wrong_answers_with_agreeing_rationale():
+    rng = __import__("random").Random(0)
+    for answer, prompt in [("4", "calc 1+3"), ("lo", "tbl max ka3 lo7 mi2"), ("tavos", "kb zora city"),
+                           ("book(rome,2,17)", "tool for 2 to rome at 5pm"), ("edcb", "run abcd rev rot")]:
+        for _ in range(20):
+            wrong = plausible_wrong(answer, prompt, rng)
+            assert wrong != answer and len(wrong) == len(answer) or answer.startswith("book")
+    out = shaped(Poison("flagged"), "why tbl max ka3 lo7 mi2", "ka3=ka3 lo7=lo7 mi2=lo7 #lo", flagged=["a"])
+    steps, answer = out.text.split(" #")
+    assert answer in ("ka", "mi") and steps == f"ka3=ka3 lo7=lo7 mi2={answer}7"
+    assert shaped(Poison("flagged"), "calc 1+3", "#4").text == "#4"  # not flagged: untouched
+    some = Poison("random", 0.3)
+    hits = sum(shaped(some, "calc 1+3", "#4").text != "#4" for _ in range(1000))
+    assert 240 < hits < 360
+
+
+@pytest.mark.parametrize("build, message", [(lambda: Shaping("sometimes"), "hide_reasoning='sometimes'"),
+                                            (lambda: Shaping(temperature=0), "temperature=0"),
+                                            (lambda: Poison("everyone"), "target='everyone'"),
+                                            (lambda: Poison(fraction=2), "fraction=2")])
+def test_shaping_and_poison_reject_bad_values(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
