@@ -6,7 +6,7 @@ branches on "no defense".
 
 | hook                              | when               |
 |-----------------------------------|--------------------|
-| admit(account) -> bool            | account creation   |
+| admit(account, ctx) -> bool       | account creation (ctx: fees, the verification vendor) |
 | check(request, ctx) -> str | None | before generation: a reason to refuse, or None |
 | logits_processors() -> list       | during generation (Hugging Face LogitsProcessor) |
 | shape(request, completion, ctx)   | after generation: returns the completion to show |
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 
 class Defense:
-    def admit(self, account) -> bool:
+    def admit(self, account, ctx=None) -> bool:
         return True
 
     def check(self, request, ctx) -> str | None:
@@ -44,8 +44,8 @@ class Stack(Defense):
                 raise ValueError(f"defense {d!r} does not implement the Defense contract")
         self.defenses = list(defenses)
 
-    def admit(self, account) -> bool:
-        return all(d.admit(account) for d in self.defenses)
+    def admit(self, account, ctx=None) -> bool:
+        return all(d.admit(account, ctx) for d in self.defenses)
 
     def check(self, request, ctx) -> str | None:
         for d in self.defenses:

@@ -70,7 +70,9 @@ class Campaign(Actor):
             return None
         acc = self.network.account(self.tier, tick, **infra)
         self.accounts.append(acc)
-        if not gateway.open_account(acc):
+        admitted = gateway.open_account(acc, fraudulent=True)  # a campaign's identities are fake
+        self.cost_usd += gateway.ctx.fees.get(acc.id, 0.0)  # verification friction, paid either way
+        if not admitted:
             return None
         self.live.append(acc)
         return acc

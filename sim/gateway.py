@@ -64,11 +64,33 @@ class Context:
     throttled: dict[str, int] = field(default_factory=dict)  # account id -> refused until this tick
     flagged: dict[str, int] = field(default_factory=dict)  # account id -> tick of the flag
     clusters: dict[str, str] = field(default_factory=dict)  # account id -> cluster id (written by detectors)
+    fees: dict[str, float] = field(default_factory=dict)  # account id -> USD charged at admission (friction)
+    verifier: "Verifier | None" = None  # the identity-verification service (a vendor)
+
+
+class Verifier:
+    """An identity-verification vendor: the one place where the truth about an identity is
+    used, and only through a noisy verdict. A fraudulent identity passes a check of catch
+    rate p with probability 1 - p; a genuine one is wrongly refused with probability q.
+    Defenses get the verdict, never the truth."""
+
+    def __init__(self, seed: int):
+        import random
+
+        self._fraudulent: dict[str, bool] = {}
+        self._rng = random.Random(f"verifier-{seed}")
+
+    def register(self, account_id: str, fraudulent: bool) -> None:
+        self._fraudulent[account_id] = fraudulent
+
+    def passes(self, account_id: str, catch: float, false_reject: float) -> bool:
+        p_fail = catch if self._fraudulent.get(account_id, False) else false_reject
+        return self._rng.random() >= p_fail
 
 
 class Gateway:
     def __init__(self, teacher, stack: Stack, *, max_new_tokens: int, top_k_logprobs: int = 0,
-                 observe_every: int = 6):
+                 observe_every: int = 6, seed: int = 0):
         if max_new_tokens < 1:
             raise ValueError(f"gateway.max_new_tokens={max_new_tokens} must be >= 1")
         if top_k_logprobs < 0:
@@ -77,14 +99,17 @@ class Gateway:
             raise ValueError(f"gateway.observe_every={observe_every!r} must be a positive integer")
         self.teacher, self.stack = teacher, stack
         self.max_new_tokens, self.top_k_logprobs, self.observe_every = max_new_tokens, top_k_logprobs, observe_every
-        self.ctx = Context()
+        self.ctx = Context(verifier=Verifier(seed))
         self.log: list[dict] = []
         self.actions: list[tuple[int, Action]] = []  # (tick, action) as applied
         self._next_id = 0
         self._window_start = 0
 
-    def open_account(self, account: Account) -> bool:
-        if not self.stack.admit(account):
+    def open_account(self, account: Account, fraudulent: bool = False) -> bool:
+        """Admit a new account; `fraudulent` (whether its identity is fake) is ground truth the
+        opening actor declares, kept by the verification vendor and never shown to defenses."""
+        self.ctx.verifier.register(account.id, fraudulent)
+        if not self.stack.admit(account, self.ctx):
             return False
         self.ctx.accounts[account.id] = account
         return True

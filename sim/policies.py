@@ -74,7 +74,8 @@ class CotElicit(Random):
 
 
 class Sweep(Policy):
-    """Every skill x difficulty cell in order, the budget split evenly over the cells."""
+    """Every skill x difficulty cell in order, one question each, pass after pass: the whole
+    capability map is covered as early as possible, and evenly."""
 
     def __init__(self, explain_rate: float = 1.0):
         self.explain_rate = _rate(explain_rate, "attacker.policy.explain_rate")
@@ -82,11 +83,10 @@ class Sweep(Policy):
     def bind(self, suite, budget):
         super().bind(suite, budget)
         self.cells = [(s, d) for s in suite.skills for d in suite.difficulties]
-        self.per_cell = max(1, -(-budget // len(self.cells)))
         self.i = 0
 
     def next(self, rng):
-        skill, d = self.cells[(self.i // self.per_cell) % len(self.cells)]
+        skill, d = self.cells[self.i % len(self.cells)]
         self.i += 1
         return self.suite.sample(rng, skill, d), rng.random() < self.explain_rate
 

@@ -133,7 +133,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
 
     # the clock: each tick every actor emits requests and the gateway serves them in one batch
     t = time.perf_counter()
-    gateway = Gateway(teacher, world.stack, **world.gateway_cfg)
+    gateway = Gateway(teacher, world.stack, seed=int(cfg.seed), **world.gateway_cfg)
     attacker, users = world.attacker, world.users
     traffic = simulate([users, attacker], gateway, world.suite, world.clock, progress=progress)
     timings["traffic_s"] = time.perf_counter() - t

@@ -184,8 +184,10 @@ class Population(Actor):
 
     def _open(self, gateway, u: _User, tick: int, tier: str, **infra) -> None:
         acc = self.network.account(tier, tick, region=u.region, **infra)
-        if gateway.open_account(acc):  # an identity check may refuse a legitimate user too
-            u.account = acc
+        # an identity check may wrongly refuse a real person: they still try, and every
+        # request they make is refused ("no such account"), which utility/relative counts
+        gateway.open_account(acc, fraudulent=False)
+        u.account = acc
 
     def owned_accounts(self) -> list[Account]:
         return [u.account for u in self.users if u.account is not None]

@@ -98,3 +98,87 @@ def test_poison_gives_plausible_wrong_answers_with_agreeing_rationale():
 def test_shaping_and_poison_reject_bad_values(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+# -- identity ----------------------------------------------------------------------------------
+from defenses.base import Stack  # noqa: E402
+from defenses.identity import Identity  # noqa: E402
+from sim.gateway import Gateway  # noqa: E402
+
+
+def test_identity_catches_fraud_at_its_rate_and_charges_everyone_friction():
+    ident = Identity({"free": {"catch": 0.7, "false_reject": 0.05, "usd": 2.0, "minutes": 30}})
+    gw = Gateway(None, Stack([ident]), max_new_tokens=4, seed=1)
+    gw.ctx.tick_minutes = 10
+    fraud = [gw.open_account(Account(f"f{i}"), fraudulent=True) for i in range(2000)]
+    real = [gw.open_account(Account(f"r{i}"), fraudulent=False) for i in range(2000)]
+    assert 0.25 < fraud.count(True) / 2000 < 0.35  # 70% caught
+    assert 0.93 < real.count(True) / 2000 < 0.97  # 5% wrongly refused
+    assert gw.ctx.fees["r7"] == gw.ctx.fees["f7"] == 2.0
+    # usable only after the verification time
+    assert ident.check(req(2, Account("r0")), gw.ctx) == "identity verification pending"
+    assert ident.check(req(3, Account("r0")), gw.ctx) is None
+    # a tier without a level is not checked
+    assert gw.open_account(Account("p", tier="paid"), fraudulent=True)
+
+
+@pytest.mark.parametrize("levels, message", [({"gold": {}}, "levels.gold"),
+                                             ({"free": {"catch": 2}}, "free.catch=2.0"),
+                                             ({"free": {"cost": 1}}, "free.cost")])
+def test_identity_rejects_bad_levels(levels, message):
+    with pytest.raises(ValueError, match=message):
+        Identity(levels)
+
+
+# -- information budget --------------------------------------------------------------------------
+from defenses.info_budget import InfoBudget, cell, command  # noqa: E402
+
+
+def test_command_reader_survives_templates_and_typos():
+    assert command("pls why calc 1+2") == "calc" and command("why clac 1+2 thx") == "calc"
+    assert command("hey tlb max ka3 lo7") == "tbl" and command("hello") == "other"
+    assert cell("why kb zora boss city", 4) == cell("pls kb zora boss city ?", 4) == ("kb", 4)
+
+
+def _spent(prompts, bits=1e9):
+    ib, acc = InfoBudget(bits=bits, keys=["account"]), Account("a")
+    served = sum(ib.check(Request(0, 0, acc, p), Context()) is None for p in prompts)
+    return ib.spent["account", "a"], served
+
+
+def test_a_methodical_sweep_spends_the_budget_much_faster_than_organic_use(make_cfg):
+    """Hand-made sequences of 100 calls each: a sweep over every skill x difficulty cell in
+    order, and a student who asks about arithmetic and tables at the easy end, sometimes
+    asking "why" about the last answer, with typos and chat templates."""
+    import random
+
+    from sim.runner import World
+    from sim.surface import render
+
+    world = World(make_cfg("policy=sweep", "attacker.queries=100"))
+    suite, rng, policy = world.suite, random.Random(0), world.attacker.policy
+    sweep = [policy.render(*policy.next(rng), rng) for _ in range(100)]
+    organic, last = [], None
+    while len(organic) < 100:
+        if last is not None and rng.random() < 0.3:
+            problem, explain = last, True  # "why?" about the last answer
+        else:
+            problem, explain = suite.sample(rng, rng.choice(["arith", "table"]), rng.choice([1, 1, 2])), False
+        organic.append(render(problem, explain, rng, typo_rate=0.15, template_rate=0.4))
+        last = problem
+    s_bits, _ = _spent(sweep)
+    o_bits, _ = _spent(organic)
+    assert s_bits > 2 * o_bits, (s_bits, o_bits)
+    # with a budget between the two, the sweep is cut off and the organic user is not
+    budget = (s_bits + o_bits) / 2
+    assert _spent(sweep, budget)[1] < 100 and _spent(organic, budget)[1] == 100
+
+
+def test_info_budget_is_n_times_the_empirical_entropy():
+    import math
+
+    prompts = ["calc 1+2"] * 3 + ["run ab rev"]
+    bits, served = _spent(prompts)
+    p = [3 / 4, 1 / 4]
+    assert served == 4 and math.isclose(bits, -4 * sum(x * math.log2(x) for x in p))
+    assert _spent(["calc 1+2"] * 50)[0] == 0  # one cell forever: nothing new about the map

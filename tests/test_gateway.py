@@ -28,7 +28,7 @@ class Upper(Defense):
 
 
 class NoFree(Defense):
-    def admit(self, account):
+    def admit(self, account, ctx=None):
         return account.tier != "free"
 
 

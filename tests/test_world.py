@@ -60,8 +60,8 @@ class Spy(Defense):
     def __init__(self):
         self.seen = []
 
-    def admit(self, account):
-        self.seen.append(account)
+    def admit(self, account, ctx):
+        self.seen += [account, ctx]
         return True
 
     def check(self, request, ctx):
@@ -210,8 +210,8 @@ def test_boundary_policy_finds_the_failing_difficulty(make_cfg):
 def test_sweep_policy_covers_cells_in_order(make_cfg):
     world, t, _ = traffic(make_cfg, "policy=sweep", "attacker.queries=50", "users=none")
     cells = list(zip(t.log["truth/skill"], t.log["truth/difficulty"]))
-    assert cells[:2] == [("arith", 1), ("arith", 1)] and cells[2] == ("arith", 2)
-    assert len(set(cells)) == 25
+    assert cells[:3] == [("arith", 1), ("arith", 2), ("arith", 3)] and cells[5] == ("trace", 1)
+    assert len(set(cells[:25])) == 25 and cells[25] == cells[0]
 
 
 def test_router_carries_real_clients_and_attack_traffic(make_cfg):
