@@ -90,15 +90,18 @@ class Verifier:
 
 class Gateway:
     def __init__(self, teacher, stack: Stack, *, max_new_tokens: int, top_k_logprobs: int = 0,
-                 observe_every: int = 6, seed: int = 0):
+                 observe_every: int = 6, temperature: float = 0.0, seed: int = 0):
         if max_new_tokens < 1:
             raise ValueError(f"gateway.max_new_tokens={max_new_tokens} must be >= 1")
         if top_k_logprobs < 0:
             raise ValueError(f"gateway.top_k_logprobs={top_k_logprobs} must be >= 0")
+        if not temperature >= 0:
+            raise ValueError(f"gateway.temperature={temperature!r} must be >= 0 (0: greedy)")
         if not isinstance(observe_every, int) or observe_every < 1:
             raise ValueError(f"gateway.observe_every={observe_every!r} must be a positive integer")
         self.teacher, self.stack = teacher, stack
         self.max_new_tokens, self.top_k_logprobs, self.observe_every = max_new_tokens, top_k_logprobs, observe_every
+        self.temperature, self.seed = float(temperature), seed
         self.ctx = Context(verifier=Verifier(seed))
         self.log: list[dict] = []
         self.actions: list[tuple[int, Action]] = []  # (tick, action) as applied
@@ -140,6 +143,8 @@ class Gateway:
                 max_new_tokens=self.max_new_tokens,
                 logits_processors=self.stack.logits_processors(),
                 top_k_logprobs=self.top_k_logprobs,
+                # sampled APIs draw from a generator seeded per tick: same seed, same log
+                **({"temperature": self.temperature, "seed": self.seed * 1_000_003 + tick} if self.temperature else {}),
             )
             for e, c in zip(todo, outs):
                 e.raw = c

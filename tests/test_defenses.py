@@ -182,3 +182,47 @@ def test_info_budget_is_n_times_the_empirical_entropy():
     p = [3 / 4, 1 / 4]
     assert served == 4 and math.isclose(bits, -4 * sum(x * math.log2(x) for x in p))
     assert _spent(["calc 1+2"] * 50)[0] == 0  # one cell forever: nothing new about the map
+
+
+# -- antidistillation sampling ---------------------------------------------------------------------
+def test_antidistill_processor_moves_greedy_choices_with_lambda(make_cfg):
+    import torch
+
+    from defenses.antidistill import Antidistill
+    from sim.runner import World
+    from teachers.vocab import CharTokenizer
+
+    world = World(make_cfg())
+    assert Antidistill(world.suite, lam=0.0).logits_processors() == []
+    proc = Antidistill(world.suite, lam=1.0, proxy_steps=5, downstream=8).logits_processors()[0]
+    tok = CharTokenizer()
+    ids = torch.tensor([tok.request_ids("why calc 1+2") + tok.encode("1+2=")])
+    scores = torch.zeros(1, tok.vocab_size)
+    delta = proc(ids, scores.clone())
+    assert torch.isfinite(delta).all() and delta.abs().sum() > 0
+    # Δ points where a gradient step on the token raises the proxy's downstream loss
+    model, batch = proc.proxy, proc.batch
+    hi, lo = int(delta[0, 4:].argmax()) + 4, int(delta[0, 4:].argmin()) + 4
+
+    def loss_after_step_on(token):
+        import copy
+
+        m = copy.deepcopy(model)
+        logp = m(input_ids=ids).logits[0, -1].log_softmax(-1)[token]
+        grads = torch.autograd.grad(logp, list(m.parameters()), allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(m.parameters(), grads):
+                if g is not None:
+                    p.add_(1e-2 * g)
+            return float(m(**batch).loss)
+
+    assert loss_after_step_on(hi) > loss_after_step_on(lo)
+
+
+@pytest.mark.parametrize("kw, message", [({"lam": -1}, "lam=-1"), ({"eps": 0}, "eps=0"),
+                                         ({"proxy_steps": 0}, "proxy_steps=0")])
+def test_antidistill_rejects_bad_values(kw, message):
+    from defenses.antidistill import Antidistill
+
+    with pytest.raises(ValueError, match=message):
+        Antidistill(None, **kw)
