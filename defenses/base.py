@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# a `check` reason with this prefix asks the gateway to hold the request and check it again
+# next tick (a delay, like HTTP 429 with Retry-After served by the gateway), not to refuse it
+DELAY = "delay: "
+
 
 class Defense:
     def admit(self, account, ctx=None) -> bool:

@@ -51,6 +51,6 @@ class Identity(Defense):
         return ctx.verifier.passes(account.id, level["catch"], level["false_reject"])
 
     def check(self, request, ctx):
-        if request.tick * ctx.tick_minutes < self.ready.get(request.account.id, 0.0):
+        if ctx.tick * ctx.tick_minutes < self.ready.get(request.account.id, 0.0):
             return "identity verification pending"
         return None

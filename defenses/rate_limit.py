@@ -4,8 +4,11 @@ cluster, over a per-minute and a per-day window.
 The per-minute window is a token bucket per key value: capacity b = `per_minute` x
 `burst_minutes` tokens, refilled at `per_minute` tokens per simulated minute, one token per
 request. The per-day window is a count per key value and simulated day. A request passes
-only if every configured bucket of every key it maps to has a token; otherwise it is
-refused with the name of the limit it hit ("rate limit: subnet/minute").
+only if every configured bucket of every key it maps to has a token; otherwise, with
+`mode: reject`, it is refused with the name of the limit it hit ("rate limit:
+subnet/minute"); with `mode: delay`, a per-minute miss holds the request at the gateway
+until a token is back (up to `gateway.max_delay` ticks), as an API answering 429 with
+Retry-After would. A per-day miss is always refused.
 
 `cluster` keys read `ctx.clusters` (account -> cluster id), which a detection defense earlier
 in the stack writes; accounts no detector has clustered are their own cluster.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from defenses.base import Defense
+from defenses.base import DELAY, Defense
 
 KEYS = ("account", "ip", "subnet", "payment", "cluster")
 MINUTES_PER_DAY = 24 * 60
@@ -48,12 +51,15 @@ def key_value(account, kind: str, ctx) -> str:
 
 class RateLimit(Defense):
     def __init__(self, per_minute: Mapping | None = None, per_day: Mapping | None = None,
-                 burst_minutes: float = 10.0):
+                 burst_minutes: float = 10.0, mode: str = "reject"):
         self.per_minute = _limits(per_minute, "defense.rate_limit.per_minute")
         self.per_day = _limits(per_day, "defense.rate_limit.per_day")
         if not burst_minutes > 0:
             raise ValueError(f"defense.rate_limit.burst_minutes={burst_minutes!r} must be > 0")
         self.burst_minutes = float(burst_minutes)
+        if mode not in ("reject", "delay"):
+            raise ValueError(f"defense.rate_limit.mode={mode!r} must be 'reject' or 'delay'")
+        self.mode = mode
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, value) -> (tokens, at minute)
         self.days: dict[tuple[str, str, int], int] = {}  # (kind, value, day) -> requests
 
@@ -64,7 +70,7 @@ class RateLimit(Defense):
         return min(cap, tokens + (now - at) * rate)
 
     def check(self, request, ctx):
-        now = request.tick * ctx.tick_minutes
+        now = ctx.tick * ctx.tick_minutes  # a delayed request is checked again later
         day = int(now // MINUTES_PER_DAY)
         keys = {kind: key_value(request.account, kind, ctx) for kind in KEYS}
         for kind, limit in self.per_day.items():
@@ -72,7 +78,7 @@ class RateLimit(Defense):
                 return f"rate limit: {kind}/day"
         for kind in self.per_minute:
             if self._tokens(kind, keys[kind], now) < 1:
-                return f"rate limit: {kind}/minute"
+                return (DELAY if self.mode == "delay" else "") + f"rate limit: {kind}/minute"
         # admitted: spend one token of every bucket
         for kind in self.per_minute:
             self.buckets[kind, keys[kind]] = (self._tokens(kind, keys[kind], now) - 1, now)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from defenses.base import Stack
+from defenses.base import DELAY, Stack
 from sim.accounts import Account
 from teachers.lm import Completion
 
 ACTIONS = ("ban", "throttle", "flag")
-PUBLIC_COLUMNS = ("id", "tick", "account", "prompt", "status", "reason", "response", "flagged")
+PUBLIC_COLUMNS = ("id", "tick", "asked_tick", "account", "prompt", "status", "reason", "response", "flagged")
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,21 @@ class Verifier:
 
 class Gateway:
     def __init__(self, teacher, stack: Stack, *, max_new_tokens: int, top_k_logprobs: int = 0,
-                 observe_every: int = 6, temperature: float = 0.0, seed: int = 0):
+                 observe_every: int = 6, temperature: float = 0.0, max_delay: int = 6, seed: int = 0):
         if max_new_tokens < 1:
             raise ValueError(f"gateway.max_new_tokens={max_new_tokens} must be >= 1")
         if top_k_logprobs < 0:
             raise ValueError(f"gateway.top_k_logprobs={top_k_logprobs} must be >= 0")
         if not temperature >= 0:
             raise ValueError(f"gateway.temperature={temperature!r} must be >= 0 (0: greedy)")
+        if not isinstance(max_delay, int) or max_delay < 0:
+            raise ValueError(f"gateway.max_delay={max_delay!r} must be a non-negative integer (ticks)")
         if not isinstance(observe_every, int) or observe_every < 1:
             raise ValueError(f"gateway.observe_every={observe_every!r} must be a positive integer")
         self.teacher, self.stack = teacher, stack
         self.max_new_tokens, self.top_k_logprobs, self.observe_every = max_new_tokens, top_k_logprobs, observe_every
-        self.temperature, self.seed = float(temperature), seed
+        self.temperature, self.seed, self.max_delay = float(temperature), seed, max_delay
+        self.queue: list[Request] = []  # requests a defense asked to delay
         self.ctx = Context(verifier=Verifier(seed))
         self.log: list[dict] = []
         self.actions: list[tuple[int, Action]] = []  # (tick, action) as applied
@@ -117,6 +120,11 @@ class Gateway:
         self.ctx.accounts[account.id] = account
         return True
 
+    @property
+    def next_id(self) -> int:
+        """The id the next request `serve` receives will get (requests are numbered in order)."""
+        return self._next_id
+
     def _refusal(self, req: Request) -> str | None:
         aid = req.account.id
         if aid not in self.ctx.accounts:
@@ -128,13 +136,22 @@ class Gateway:
         return self.stack.check(req, self.ctx)
 
     def serve(self, tick: int, batch: list[tuple[Account, str]]) -> list[Exchange]:
-        """Serve one tick's requests: every admitted request goes into ONE teacher call."""
+        """Serve one tick's requests, and delayed ones now due: every admitted request goes into
+        ONE teacher call. Returns the exchanges completed this tick (a delayed request comes
+        back in the tick it is finally served or given up, `max_delay` ticks at most)."""
         self.ctx.tick = tick
-        exchanges = []
+        requests = self.queue
         for account, prompt in batch:
-            req = Request(self._next_id, tick, account, prompt)
+            requests.append(Request(self._next_id, tick, account, prompt))
             self._next_id += 1
+        self.queue, exchanges = [], []
+        for req in requests:
             reason = self._refusal(req)
+            if reason and reason.startswith(DELAY):
+                if tick - req.tick < self.max_delay:
+                    self.queue.append(req)
+                    continue
+                reason = reason.removeprefix(DELAY) + " (delayed too long)"
             exchanges.append(Exchange(req, "blocked", reason=reason) if reason else Exchange(req, "served"))
         todo = [e for e in exchanges if e.status == "served"]
         if todo:
@@ -152,7 +169,8 @@ class Gateway:
                 e.response = e.completion.text
         for e in exchanges:
             aid = e.request.account.id
-            self.log.append({"id": e.request.id, "tick": tick, "account": aid, "prompt": e.request.prompt,
+            self.log.append({"id": e.request.id, "tick": tick, "asked_tick": e.request.tick, "account": aid,
+                             "prompt": e.request.prompt,
                              "status": e.status, "reason": e.reason, "response": e.response,
                              "flagged": aid in self.ctx.flagged})
         return exchanges

@@ -36,25 +36,30 @@ def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool
     tick = n_served = n_blocked = 0
     with bar or nullcontext():
         task = bar.add_task("simulating", total=clock.n_ticks, stats="") if bar else None
+        waiting: dict[int, tuple[int, Ask]] = {}  # request id -> (actor index, ask), until answered
         for tick in range(clock.n_ticks):
-            per_actor = [(a, a.requests(tick)) for a in actors]
-            asks = [ask for _, batch in per_actor for ask in batch]
-            if asks:
-                exchanges = gateway.serve(tick, [(a.account, a.text) for a in asks])
+            exchanges = []
+            new = [(k, ask) for k, actor in enumerate(actors) for ask in actor.requests(tick)]
+            if new or gateway.queue:
+                first = gateway.next_id
+                for i, item in enumerate(new):
+                    waiting[first + i] = item
+                exchanges = gateway.serve(tick, [(ask.account, ask.text) for _, ask in new])
+                done = [waiting.pop(e.request.id) for e in exchanges]
+                asks = [ask for _, ask in done]
                 truth += _truth(suite, gateway, asks, exchanges, clean_needed)
-                i = 0
-                for actor, batch in per_actor:
-                    actor.receive(tick, list(zip(batch, exchanges[i:i + len(batch)])))
-                    i += len(batch)
+                for k, actor in enumerate(actors):
+                    pairs = [(ask, e) for (j, ask), e in zip(done, exchanges) if j == k]
+                    if pairs:
+                        actor.receive(tick, pairs)
             if (tick + 1) % gateway.observe_every == 0:
                 gateway.observe(tick)
-            if asks:
-                n_served += sum(e.status == "served" for e in exchanges)
-                n_blocked += sum(e.status != "served" for e in exchanges)
+            n_served += sum(e.status == "served" for e in exchanges)
+            n_blocked += sum(e.status != "served" for e in exchanges)
             if bar:
                 bar.update(task, advance=1, stats=f"served {n_served:,} · blocked {n_blocked:,} · "
                                                   f"banned {len(gateway.ctx.banned):,}")
-            if all(a.done for a in actors):
+            if all(a.done for a in actors) and not gateway.queue:
                 break
     owner = {acc.id: a.name for a in actors for acc in a.owned_accounts()}
     log = pd.DataFrame(gateway.log, columns=list(PUBLIC_COLUMNS))

@@ -7,26 +7,28 @@ from sim.accounts import Account
 from sim.gateway import Context, Request
 
 
-def req(tick, account):
+def req(tick, account, ctx=None):
+    if ctx is not None:
+        ctx.tick = tick  # defenses read the time from the context (a delayed request is rechecked)
     return Request(0, tick, account, "calc 1+1")
 
 
 def test_rate_limit_token_bucket_refills_per_minute():
     rl = RateLimit(per_minute={"account": 1.0}, burst_minutes=3)
     ctx, a = Context(tick_minutes=1), Account("a")
-    assert [rl.check(req(0, a), ctx) for _ in range(4)] == [None, None, None, "rate limit: account/minute"]
-    assert rl.check(req(1, a), ctx) is None  # one minute later: one token back
-    assert rl.check(req(1, a), ctx) == "rate limit: account/minute"
-    assert rl.check(req(0, Account("b")), ctx) is None  # buckets are per account
+    assert [rl.check(req(0, a, ctx), ctx) for _ in range(4)] == [None, None, None, "rate limit: account/minute"]
+    assert rl.check(req(1, a, ctx), ctx) is None  # one minute later: one token back
+    assert rl.check(req(1, a, ctx), ctx) == "rate limit: account/minute"
+    assert rl.check(req(1, Account("b"), ctx), ctx) is None  # buckets are per account
 
 
 def test_shared_infrastructure_keys_bind_across_accounts():
     rl = RateLimit(per_day={"subnet": 5})
     ctx = Context(tick_minutes=60)
     accounts = [Account(f"a{i}", subnet="185.1.2", ip=f"185.1.2.{i}") for i in range(10)]
-    out = [rl.check(req(0, a), ctx) for a in accounts]
+    out = [rl.check(req(0, a, ctx), ctx) for a in accounts]
     assert out.count(None) == 5 and out[-1] == "rate limit: subnet/day"
-    assert rl.check(req(24, accounts[0]), ctx) is None  # a new simulated day
+    assert rl.check(req(24, accounts[0], ctx), ctx) is None  # a new simulated day
 
 
 def test_cluster_keys_follow_the_detector():
@@ -116,8 +118,8 @@ def test_identity_catches_fraud_at_its_rate_and_charges_everyone_friction():
     assert 0.93 < real.count(True) / 2000 < 0.97  # 5% wrongly refused
     assert gw.ctx.fees["r7"] == gw.ctx.fees["f7"] == 2.0
     # usable only after the verification time
-    assert ident.check(req(2, Account("r0")), gw.ctx) == "identity verification pending"
-    assert ident.check(req(3, Account("r0")), gw.ctx) is None
+    assert ident.check(req(2, Account("r0"), gw.ctx), gw.ctx) == "identity verification pending"
+    assert ident.check(req(3, Account("r0"), gw.ctx), gw.ctx) is None
     # a tier without a level is not checked
     assert gw.open_account(Account("p", tier="paid"), fraudulent=True)
 
@@ -226,3 +228,21 @@ def test_antidistill_rejects_bad_values(kw, message):
 
     with pytest.raises(ValueError, match=message):
         Antidistill(None, **kw)
+
+
+def test_delay_mode_holds_requests_at_the_gateway_until_a_token_is_back():
+    from tests.test_gateway import CountingTeacher
+
+    gw = Gateway(CountingTeacher(), Stack([RateLimit(per_minute={"account": 1.0}, burst_minutes=1, mode="delay")]),
+                 max_new_tokens=4, max_delay=2)
+    a = Account("a")
+    gw.open_account(a)
+    first = gw.serve(0, [(a, "x"), (a, "y"), (a, "z")])
+    assert [e.request.prompt for e in first] == ["x"] and len(gw.queue) == 2
+    second = gw.serve(1, [])
+    assert [(e.request.prompt, e.request.tick) for e in second] == [("y", 0)]
+    third = gw.serve(2, [])  # z has waited max_delay ticks: it is served now or refused
+    assert [e.request.prompt for e in third] == ["z"] and third[0].status == "served" and not gw.queue
+    gw.serve(2, [(a, "w")])
+    gone = gw.serve(5, [])
+    assert gone == [] or gone[0].status in ("served", "blocked")
