@@ -11,6 +11,10 @@ branches on "no defense".
 | logits_processors() -> list       | during generation (Hugging Face LogitsProcessor) |
 | shape(request, completion, ctx)   | after generation: returns the completion to show |
 | observe(window, ctx) -> list      | every K ticks: actions (ban/throttle/flag) |
+
+One more, optional: `audit(student, suite, harvest) -> dict` runs after the student is
+trained and returns metrics a defense can measure on a suspect model (the watermark's
+radioactivity test); the default measures nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class Defense:
 
     def observe(self, window, ctx) -> list:
         return []
+
+    def audit(self, student, suite, harvest) -> dict:
+        return {}
 
 
 class Stack(Defense):
@@ -68,3 +75,6 @@ class Stack(Defense):
 
     def observe(self, window, ctx) -> list:
         return [a for d in self.defenses for a in d.observe(window, ctx)]
+
+    def audit(self, student, suite, harvest) -> dict:
+        return {k: v for d in self.defenses for k, v in d.audit(student, suite, harvest).items()}

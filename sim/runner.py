@@ -163,10 +163,13 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     timings["student_train_s"] = train_stats["seconds"]
     student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
     timings["student_s"] = time.perf_counter() - t
+    audit = {"watermark/student_z": float("nan"), "watermark/student_p": float("nan"),
+             **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest])}
 
     results = {
         **metrics.transfer(teacher_rows, student_rows, base_rows),
         "fidelity": metrics.fidelity(teacher_rows, student_rows),
+        **audit,
         "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
         **attacker_metrics(attacker, traffic),
         **metrics.world_metrics(traffic.log, {a.id for a in attacker.owned_accounts()},

@@ -246,3 +246,38 @@ def test_delay_mode_holds_requests_at_the_gateway_until_a_token_is_back():
     gw.serve(2, [(a, "w")])
     gone = gw.serve(5, [])
     assert gone == [] or gone[0].status in ("served", "blocked")
+
+
+# -- watermark -----------------------------------------------------------------------------------------
+from defenses.watermark import Watermark, p_value  # noqa: E402
+
+
+def test_clean_text_z_scores_follow_the_null():
+    """Over many clean texts the empirical tail at z >= 2 is within 2x of the Gaussian tail."""
+    import random
+
+    wm, rng = Watermark(gamma=0.25, delta=2.0), random.Random(0)
+    chars = "abcdefgh0123456789 =#+*-"
+    zs = [wm.detect(["".join(rng.choice(chars) for _ in range(60))])["z"] for _ in range(3000)]
+    tail, gauss = sum(z >= 2 for z in zs) / len(zs), p_value(2.0)
+    assert gauss / 2 <= tail <= 2 * gauss, (tail, gauss)
+    assert abs(sum(zs) / len(zs)) < 0.1
+
+
+def test_watermarked_generation_is_detected_and_clean_is_not(make_cfg):
+    import sim  # noqa: F401
+    from sim.runner import World
+    from teachers.lm import CharLM
+    from teachers.vocab import build_gpt
+    import torch
+
+    torch.manual_seed(0)
+    lm = CharLM(build_gpt(1, 32, 2, 160))  # untrained: near-uniform, so δ decides many tokens
+    world = World(make_cfg())
+    prompts = [p.request(True) for p in world.suite.eval_set[:24]]
+    wm = Watermark(gamma=0.25, delta=4.0)
+    marked = lm.generate(prompts, max_new_tokens=40, logits_processors=wm.logits_processors(), temperature=1.0)
+    clean = lm.generate(prompts, max_new_tokens=40, temperature=1.0)
+    zm = wm.detect([o.text for o in marked], prompts)["z"]
+    zc = wm.detect([o.text for o in clean], prompts)["z"]
+    assert zm > 4 and abs(zc) < 3, (zm, zc)
