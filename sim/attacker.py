@@ -95,10 +95,15 @@ class Campaign(Actor):
         self.banned.add(account.id)
         self.live = [a for a in self.live if a.id != account.id]
 
+    def backoff(self, account: Account, tick: int) -> None:
+        """A request was refused for its rate (throttled, rate-limited): subclasses slow down."""
+
     def receive(self, tick: int, pairs: list) -> None:
         for ask, ex in pairs:
             if ex.reason == "banned" and ask.account.id not in self.banned:
                 self.lost(ask.account, tick)
+            elif ex.reason == "throttled" or ex.reason.startswith("rate limit"):
+                self.backoff(ask.account, tick)
             if not ask.attack:
                 continue
             self.policy.feedback(ask.problem, ask.explain, ex, self.rng)
@@ -152,6 +157,7 @@ class Hydra(Campaign):
         self.respawn = bool(respawn)
         self.schedule: list[tuple[int, int, str]] = []  # (next tick, serial, account id) heap
         self.by_id: dict[str, Account] = {}
+        self.slow: dict[str, float] = {}  # account id -> pacing interval multiplier after refusals
 
     @property
     def can_respawn(self) -> bool:
@@ -188,6 +194,10 @@ class Hydra(Campaign):
         if self.can_respawn and not self.done:
             self._open(self.gateway, tick)
 
+    def backoff(self, account, tick):
+        # pace this account at half its rate from now on: stay under the limit it just hit
+        self.slow[account.id] = self.slow.get(account.id, 1.0) * 2
+
     def requests(self, tick):
         asks = []
         while self.schedule and self.schedule[0][0] <= tick and len(asks) < self.per_tick and not self.done:
@@ -203,7 +213,7 @@ class Hydra(Campaign):
                 break
             asks.append(ask)
             # the next request of this account, jittered around its pace
-            nxt = tick + max(1, round(self.interval * self.rng.uniform(0.5, 1.5)))
+            nxt = tick + max(1, round(self.interval * self.slow.get(aid, 1.0) * self.rng.uniform(0.5, 1.5)))
             heapq.heappush(self.schedule, (nxt, serial, aid))
         return asks
 
