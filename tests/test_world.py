@@ -16,34 +16,16 @@ from sim.clock import Clock
 from sim.gateway import PUBLIC_COLUMNS, Action, Context, Gateway, Request
 from sim.runner import World
 from sim.world import simulate
-from teachers.lm import Completion
 
 LABELS = ("owner", "actor", "kind", "attack", "label", "truth", "legit", "campaign")
 
 
-class Oracle:
-    """A stub teacher: the right response to every registered request up to `max_difficulty`,
-    a wrong answer above it. Registration wraps the actors' `requests` (test-side only)."""
+def Oracle(max_difficulty=5):
+    """The answer key, right up to `max_difficulty` and wrong above it."""
+    from teachers.oracle import Oracle as AnswerKey
 
-    def __init__(self, max_difficulty=5):
-        self.answers, self.calls, self.max_difficulty = {}, 0, max_difficulty
-
-    def watch(self, *actors):
-        for a in actors:
-            inner = a.requests
-
-            def requests(tick, inner=inner):
-                asks = inner(tick)
-                for ask in asks:
-                    ok = ask.problem.difficulty <= self.max_difficulty
-                    self.answers[ask.text] = ask.problem.response(ask.explain) if ok else "#wrong"
-                return asks
-
-            a.requests = requests
-
-    def generate(self, prompts, *, max_new_tokens, logits_processors=(), top_k_logprobs=0):
-        self.calls += 1
-        return [Completion(self.answers.get(p, "#?")) for p in prompts]
+    return AnswerKey({s: {d: float(d <= max_difficulty) for d in range(1, 6)}
+                      for s in ("arith", "trace", "tool", "table", "kb")})
 
 
 def traffic(make_cfg, *overrides, stack=None, oracle=None):
