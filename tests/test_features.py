@@ -19,3 +19,21 @@ def test_features_tell_campaign_accounts_from_people(make_cfg):
     assert bad["template_rate"].mean() < 0.05 < good["template_rate"].mean()
     assert bad["followup_rate"].mean() < good["followup_rate"].mean()
     assert bad["night_rate"].mean() > good["night_rate"].mean()
+
+
+def test_fingerprint_realised_false_positive_rate_is_near_its_target(make_cfg):
+    """Benign-only traffic with another seed: the share of legitimate accounts ever flagged is
+    within 2x of the target the threshold was calibrated for."""
+    over = ("sizes.users=600", "clock.days=2", "clock.tick_minutes=60", "defense=fingerprint",
+            "defense.fingerprint.target_fpr=0.05", "defense.fingerprint.window_ticks=48",
+            "defense.fingerprint.score_every=12", "defense.fingerprint.min_requests=3",
+            "defense.fingerprint.campaigns.0.queries=300", "defense.fingerprint.campaigns.1.queries=300",
+            "defense.fingerprint.campaigns.2.queries=100")
+    world, t, _ = traffic(make_cfg, *over, "attacker.queries=0", "seed=7")
+    fp = world.stack.defenses[0]
+    active = t.log.groupby("account").size()
+    eligible = active[active >= 3].index
+    flagged = {a for _, act in t.gateway.actions for a in [act.account]}
+    fpr = len(flagged & set(eligible)) / len(eligible)
+    assert fp.calibration["recall_at_tau"] > 0.5, fp.calibration
+    assert 0.05 / 2 <= fpr <= 0.05 * 2, (fpr, len(eligible), fp.calibration)
