@@ -72,7 +72,8 @@ def kb_coverage(suite: Suite, queried) -> float:
     return mean(f in asked for f in needed) if needed else float("nan")
 
 
-def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[str, int]) -> dict[str, float]:
+def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[str, int],
+                  clusters: dict[str, str] | None = None) -> dict[str, float]:
     """`utility/*`, `detection/*` and traffic counts from the exchange log (a DataFrame with
     the public columns and the `truth/*` columns) and the gateway's bans (account -> tick).
 
@@ -85,6 +86,8 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     - `detection/ticks_to_first_ban`: ticks from the campaign's first query to its first ban.
     - `detection/leaked_before_ban`: distillation exchanges served before that ban (all of
       them when it never came).
+    - `detection/cluster_ari`: adjusted Rand index of the detected clusters against the truth
+      (the campaign's accounts one group, every legitimate account its own).
     """
     legit = log[log["truth/kind"] == "user"]
     attack = log[log["truth/kind"] == "attack"]
@@ -94,6 +97,11 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     first_query = float(attack["tick"].min()) if len(attack) else float("nan")
     first_ban = min(attack_bans) if attack_bans else float("inf")
     served_attack = attack[attack["status"] == "served"]
+    # attribution: true groups are campaigns (all the attacker's accounts) and single people;
+    # predicted groups are the detected clusters (an unclustered account stands alone)
+    active = [a for a in log["account"].unique() if a in attacker_ids or a in legit_ids]
+    truth = ["attacker" if a in attacker_ids else a for a in active]
+    found = [(clusters or {}).get(a, a) for a in active]
     return {
         "utility/relative": ratio(float(legit["truth/ok"].sum()), float(legit["truth/clean_ok"].sum())),
         "utility/false_ban_rate": ratio(len(banned & legit_ids), len(legit_ids)),
@@ -102,8 +110,27 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
         "detection/recall": ratio(len(hit), len(attacker_ids)),
         "detection/ticks_to_first_ban": first_ban - first_query if attack_bans else float("nan"),
         "detection/leaked_before_ban": int((served_attack["tick"] < first_ban).sum()),
+        "detection/cluster_ari": adjusted_rand_index(truth, found),
         "traffic/exchanges": len(log),
         "traffic/served": int((log["status"] == "served").sum()),
         "traffic/blocked": int((log["status"] != "served").sum()),
         "traffic/cover": int((log["truth/kind"] == "cover").sum()),
     }
+
+
+def adjusted_rand_index(truth, predicted) -> float:
+    """Hubert and Arabie's (1985) adjusted Rand index of two labelings of the same items."""
+    import pandas as pd
+
+    if len(truth) < 2:
+        return float("nan")
+    table = pd.crosstab(pd.Series(list(truth)), pd.Series(list(predicted))).to_numpy()
+
+    def pairs(x):
+        return (x * (x - 1) / 2).sum()
+
+    index, n = pairs(table), table.sum()
+    a, b = pairs(table.sum(1)), pairs(table.sum(0))
+    expected = a * b / (n * (n - 1) / 2)
+    top = (a + b) / 2
+    return float((index - expected) / (top - expected)) if top != expected else 1.0

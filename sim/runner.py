@@ -173,7 +173,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
         "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
         **attacker_metrics(attacker, traffic),
         **metrics.world_metrics(traffic.log, {a.id for a in attacker.owned_accounts()},
-                                {a.id for a in users.owned_accounts()}, gateway.ctx.banned),
+                                {a.id for a in users.owned_accounts()}, gateway.ctx.banned, gateway.ctx.clusters),
         "clock/ticks": traffic.ticks,
         "teacher/hash": card["hash"],
         "student/params": student.num_parameters(),

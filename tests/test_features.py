@@ -37,3 +37,47 @@ def test_fingerprint_realised_false_positive_rate_is_near_its_target(make_cfg):
     fpr = len(flagged & set(eligible)) / len(eligible)
     assert fp.calibration["recall_at_tau"] > 0.5, fp.calibration
     assert 0.05 / 2 <= fpr <= 0.05 * 2, (fpr, len(eligible), fp.calibration)
+
+
+def test_adjusted_rand_index_matches_known_values():
+    from sim.metrics import adjusted_rand_index
+
+    assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 7, 7]) == 1.0
+    assert abs(adjusted_rand_index([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2]) - 0.24242424) < 1e-6  # sklearn's value
+    assert adjusted_rand_index(list("aabb"), list("abab")) < 0
+
+
+def test_cluster_detection_groups_the_hydra_and_propagates_bans(make_cfg):
+    from defenses.base import Defense, Stack
+    from sim.gateway import Action
+    from sim.metrics import world_metrics
+
+    class BanOne(Defense):  # another detector bans one hydra account, once
+        done = False
+
+        def observe(self, window, ctx):
+            if self.done:
+                return []
+            hits = [r["account"] for r in window if r["prompt"].startswith("why ")]
+            self.done = bool(hits)
+            return [Action("ban", hits[0])] if hits else []
+
+    world, t, _ = traffic(make_cfg, "attacker=hydra", "attacker.accounts=30", "attacker.queries=900",
+                          "attacker.proxies=3", "attacker.payment_reuse=0.6", "attacker.respawn=false",
+                          "sizes.users=200", "clock.days=3", "clock.tick_minutes=30", "defense=cluster",
+                          "defense.cluster.score_every=12", "defense.cluster.window_ticks=48")
+    a = world.attacker
+    ids = {x.id for x in a.owned_accounts()}
+    m = world_metrics(t.log, ids, {x.id for x in world.users.owned_accounts()}, t.gateway.ctx.banned,
+                      t.gateway.ctx.clusters)
+    assert m["detection/cluster_ari"] > 0.3, m
+    # ban propagation, with another detector supplying the first ban
+    world2, t2, _ = traffic(make_cfg, "attacker=hydra", "attacker.accounts=30", "attacker.queries=900",
+                            "attacker.proxies=3", "attacker.payment_reuse=0.6", "attacker.respawn=false",
+                            "sizes.users=200", "clock.days=3", "clock.tick_minutes=30", "defense=cluster",
+                            "defense.cluster.score_every=12", "defense.cluster.window_ticks=48",
+                            stack=Stack([BanOne(), *world.stack.defenses[:0], world.stack.defenses[0].__class__(
+                                score_every=12, window_ticks=48)]))
+    banned = set(t2.gateway.ctx.banned)
+    ids2 = {x.id for x in world2.attacker.owned_accounts()}
+    assert len(banned & ids2) > 10 and len(banned - ids2) <= 0.02 * len(world2.users.owned_accounts())
