@@ -14,7 +14,12 @@ identify distillation attack patterns". Here:
   account reached over the scoring rounds, so about `target_fpr` of legitimate accounts are
   ever acted on in a run of the same length;
 - action: `flag` (shaping and poisoning can act on it) or `ban`, on accounts with at least
-  `min_requests` requests whose score exceeds τ, scored every `score_every` ticks.
+  `min_requests` requests whose score exceeds τ, scored every `score_every` ticks;
+- adaptive (`adaptive_every` K, config `defense=adaptive`): every K ticks the classifier is
+  retrained on the calibration data plus the current features of the accounts already
+  banned in this run (labelled as attackers by the ban, never by ground truth), and τ is
+  set again on the calibration's benign accounts. A campaign that drifts from what the
+  calibration saw is learnt from its own banned accounts.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from defenses.features import FEATURES, account_features
 class Fingerprint(Defense):
     def __init__(self, suite, users, clock, campaigns: Sequence, target_fpr: float = 0.01,
                  action: str = "flag", window_ticks: int = 144, score_every: int = 36, min_requests: int = 8,
-                 model: str = "logreg", epochs: int = 300, seed: int = 0, calibration_seed: int = 1000):
+                 model: str = "logreg", epochs: int = 300, seed: int = 0, calibration_seed: int = 1000,
+                 adaptive_every: int | None = None):
         if not 0 < target_fpr < 1:
             raise ValueError(f"defense.fingerprint.target_fpr={target_fpr!r} must be in (0, 1)")
         if action not in ("flag", "ban"):
@@ -43,12 +49,15 @@ class Fingerprint(Defense):
                      ("epochs", epochs)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"defense.fingerprint.{k}={v!r} must be a positive integer")
+        if adaptive_every is not None and (not isinstance(adaptive_every, int) or adaptive_every < 1):
+            raise ValueError(f"defense.fingerprint.adaptive_every={adaptive_every!r} must be a positive integer or null")
         if not campaigns:
             raise ValueError("defense.fingerprint.campaigns is empty: the calibration needs attack traffic")
         self.suite, self.users, self.clock, self.campaigns = suite, users, clock, list(campaigns)
         self.target_fpr, self.action, self.window_ticks = target_fpr, action, window_ticks
         self.score_every, self.min_requests, self.model_kind = score_every, min_requests, model
         self.epochs, self.seed, self.calibration_seed = epochs, seed, calibration_seed
+        self.adaptive_every, self.last_retrained, self.retrains = adaptive_every, 0, 0
         self.net = None
         self.history: list[dict] = []
         self.acted: set[str] = set()
@@ -85,13 +94,28 @@ class Fingerprint(Defense):
         y = np.array([traffic.owner.get(a) != self.users.name for a in snaps.index], dtype=np.float32)
         x = snaps[list(FEATURES)].to_numpy(np.float32)
         self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        self.cal_x, self.cal_y, self.cal_accounts = x, y, snaps.index
         self._fit((x - self.mu) / self.sd, y)
+        self._set_threshold()
         scores = self._score(x)
-        benign_max = pd.Series(scores[y == 0], index=snaps.index[y == 0]).groupby(level=0).max()
-        self.tau = float(np.quantile(benign_max, 1 - self.target_fpr))
         attack_max = pd.Series(scores[y == 1], index=snaps.index[y == 1]).groupby(level=0).max()
-        self.calibration = {"accounts_benign": int(len(benign_max)), "accounts_attack": int(len(attack_max)),
+        self.calibration = {"accounts_benign": int(pd.Index(self.cal_accounts[y == 0]).nunique()), "accounts_attack": int(len(attack_max)),
                             "tau": self.tau, "recall_at_tau": float((attack_max > self.tau).mean())}
+
+    def _set_threshold(self) -> None:
+        """τ: the (1 - target_fpr) quantile of benign calibration accounts' highest score."""
+        benign = self.cal_y == 0
+        scores = self._score(self.cal_x[benign])
+        best = pd.Series(scores, index=self.cal_accounts[benign]).groupby(level=0).max()
+        self.tau = float(np.quantile(best, 1 - self.target_fpr))
+
+    def retrain(self, banned_features: np.ndarray) -> None:
+        """Refit on the calibration data plus the banned accounts' features (as attackers)."""
+        x = np.concatenate([self.cal_x, banned_features]).astype(np.float32)
+        y = np.concatenate([self.cal_y, np.ones(len(banned_features), np.float32)])
+        self._fit((x - self.mu) / self.sd, y)
+        self._set_threshold()
+        self.retrains += 1
 
     def _fit(self, x: np.ndarray, y: np.ndarray) -> None:
         torch.manual_seed(self.seed)
@@ -131,6 +155,10 @@ class Fingerprint(Defense):
         f = account_features(rows, offsets, ctx.tick_minutes, self.min_requests)
         if f.empty:
             return []
+        if (self.adaptive_every and ctx.tick - self.last_retrained >= self.adaptive_every
+                and f.index.isin(list(ctx.banned)).any()):
+            self.last_retrained = ctx.tick
+            self.retrain(f[f.index.isin(list(ctx.banned))][list(FEATURES)].to_numpy(np.float32))
         scores = self._score(f[list(FEATURES)].to_numpy(np.float32))
         hits = [a for a, s in zip(f.index, scores) if s > self.tau and a not in self.acted]
         self.acted.update(hits)

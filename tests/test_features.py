@@ -81,3 +81,16 @@ def test_cluster_detection_groups_the_hydra_and_propagates_bans(make_cfg):
     banned = set(t2.gateway.ctx.banned)
     ids2 = {x.id for x in world2.attacker.owned_accounts()}
     assert len(banned & ids2) > 10 and len(banned - ids2) <= 0.02 * len(world2.users.owned_accounts())
+
+
+def test_adaptive_fingerprint_bans_and_retrains_on_its_bans(make_cfg):
+    small = ("sizes.users=150", "clock.days=2", "clock.tick_minutes=60", "defense=adaptive",
+             "defense.fingerprint.window_ticks=48", "defense.fingerprint.score_every=6",
+             "defense.fingerprint.adaptive_every=12", "defense.fingerprint.min_requests=3",
+             "defense.fingerprint.campaigns.0.queries=300", "defense.fingerprint.campaigns.1.queries=300",
+             "defense.fingerprint.campaigns.2.queries=100")
+    world, t, _ = traffic(make_cfg, *small, "attacker=hydra", "attacker.accounts=30", "attacker.queries=600")
+    fp = world.stack.defenses[0]
+    ids = {a.id for a in world.attacker.owned_accounts()}
+    banned = set(t.gateway.ctx.banned)
+    assert fp.retrains >= 1 and len(banned & ids) > len(banned - ids)
