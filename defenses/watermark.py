@@ -25,7 +25,7 @@ import torch
 from transformers import LogitsProcessor
 
 from defenses.base import Defense
-from teachers.vocab import CharTokenizer
+from teachers.vocab import PAD, SEP, CharTokenizer
 
 
 class GreenList:
@@ -57,11 +57,26 @@ class GreenList:
 
 
 class WatermarkProcessor(LogitsProcessor):
-    def __init__(self, green: GreenList, delta: float):
-        self.green, self.delta = green, delta
+    """Adds δ to the green logits of the rows whose request is watermarked: all of them when
+    `fraction` is 1, else those whose request text hashes (with the key) below `fraction`."""
+
+    def __init__(self, green: GreenList, delta: float, fraction: float = 1.0):
+        self.green, self.delta, self.fraction = green, delta, fraction
+        self._memo: dict[tuple, bool] = {}  # request tokens -> watermarked?
+
+    def _marked(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        if self.fraction >= 1:
+            return torch.ones(input_ids.shape[0], dtype=torch.bool)
+        marks = []
+        for row in input_ids.tolist():
+            prompt = tuple(t for t in row[: row.index(SEP) + 1] if t != PAD) if SEP in row else tuple(row)
+            if prompt not in self._memo:
+                self._memo[prompt] = random.Random(f"{self.green.key}-{prompt}").random() < self.fraction
+            marks.append(self._memo[prompt])
+        return torch.tensor(marks)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = self.green.table[self.green.ctx_ids(input_ids)]
+        mask = self.green.table[self.green.ctx_ids(input_ids)] & self._marked(input_ids)[:, None]
         return scores + self.delta * mask.to(scores.dtype)
 
 
@@ -76,8 +91,11 @@ def p_value(z: float) -> float:
 
 
 class Watermark(Defense):
-    def __init__(self, gamma: float = 0.25, delta: float = 2.0, h: int = 1, key: int = 42,
+    def __init__(self, gamma: float = 0.25, delta: float = 2.0, h: int = 1, key: int = 42, fraction: float = 1.0,
                  audit_prompts: int = 256, audit_temperature: float = 1.0, seed: int = 0):
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"defense.watermark.fraction={fraction!r} must be in [0, 1]")
+        self.fraction = float(fraction)
         if not 0 < gamma < 1:
             raise ValueError(f"defense.watermark.gamma={gamma!r} must be in (0, 1)")
         if not delta >= 0:
@@ -94,7 +112,7 @@ class Watermark(Defense):
         self.audit_prompts, self.audit_temperature, self.seed = audit_prompts, float(audit_temperature), seed
 
     def logits_processors(self) -> list:
-        return [WatermarkProcessor(self.green, self.delta)] if self.delta else []
+        return [WatermarkProcessor(self.green, self.delta, self.fraction)] if self.delta and self.fraction else []
 
     def detect(self, texts, requests=None, dedupe: bool = True) -> dict:
         """z and p of texts (responses; `requests` give each its context, as in generation)."""

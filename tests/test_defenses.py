@@ -281,3 +281,20 @@ def test_watermarked_generation_is_detected_and_clean_is_not(make_cfg):
     zm = wm.detect([o.text for o in marked], prompts)["z"]
     zc = wm.detect([o.text for o in clean], prompts)["z"]
     assert zm > 4 and abs(zc) < 3, (zm, zc)
+
+
+def test_watermark_fraction_marks_a_keyed_share_of_requests():
+    import torch
+
+    from teachers.vocab import CharTokenizer
+
+    tok = CharTokenizer()
+    proc = Watermark(fraction=0.25).logits_processors()[0]
+    rows = [tok.request_ids(f"calc {i}+{j}") for i in range(10) for j in range(10)]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    marked = proc._marked(ids)
+    assert 0.12 < marked.float().mean() < 0.4
+    assert torch.equal(marked, proc._marked(ids))  # the same request is always (un)marked
+    out = proc(ids, torch.zeros(len(rows), tok.vocab_size))
+    assert (out[~marked] == 0).all() and (out[marked].sum(1) > 0).all()
