@@ -109,6 +109,8 @@ def attacker_metrics(attacker, traffic) -> dict:
         "attacker/harvested": len(attacker.harvest),
         # served distillation answers whose final answer the defenses changed (poisoning)
         "attacker/poisoned_fraction": metrics.mean(served["truth/altered"]),
+        # the teacher's accuracy as served to the attacker (under sampling, antidistillation, poison)
+        "attacker/served_accuracy": metrics.mean(served["truth/correct"]),
     }
 
 

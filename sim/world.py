@@ -80,6 +80,7 @@ def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bo
         rows.append({
             "truth/actor": ask.actor, "truth/kind": ask.kind, "truth/skill": ask.problem.skill,
             "truth/difficulty": ask.problem.difficulty, "truth/explain": ask.explain,
+            "truth/correct": served and suite.grade(ask.problem, ex.response),
             "truth/ok": served and served_well(suite, ask, ex.response),
             "truth/clean_ok": served and served_well(suite, ask, raw),
             "truth/altered": served and final_answer(raw) != final_answer(ex.response),
