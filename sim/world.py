@@ -15,6 +15,10 @@ from sim.gateway import PUBLIC_COLUMNS, Gateway
 from sim.tasks import final_answer
 
 
+TRUTH_COLUMNS = ("truth/actor", "truth/kind", "truth/skill", "truth/difficulty", "truth/explain", "truth/correct",
+                 "truth/ok", "truth/clean_ok", "truth/altered")
+
+
 @dataclass
 class Traffic:
     log: object  # pandas DataFrame: public columns, then `truth/*` columns
@@ -63,7 +67,7 @@ def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool
                 break
     owner = {acc.id: a.name for a in actors for acc in a.owned_accounts()}
     log = pd.DataFrame(gateway.log, columns=list(PUBLIC_COLUMNS))
-    for k in (truth[0] if truth else {}):
+    for k in TRUTH_COLUMNS:
         log[k] = [r[k] for r in truth]
     log["truth/owner"] = [owner.get(a, "") for a in log["account"]]
     return Traffic(log, gateway, owner, tick + 1)

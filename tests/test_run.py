@@ -104,3 +104,10 @@ def test_report_mean_and_std_over_seeds(tmp_path):
     s = report.summarise(report.load([tmp_path]))
     assert list(s["attacker.queries"]) == [10, 20] and list(s["n"]) == [2, 1]
     assert s["transfer/mean ↑"].tolist() == ["0.300 ± 0.141", "0.600"]
+
+
+def test_a_run_with_no_traffic_still_writes_every_metric(make_cfg, tmp_path):
+    res = sim.run(make_cfg("attacker.queries=0", "users=none"), tmp_path)
+    assert res["attacker/harvested"] == 0 and res["traffic/exchanges"] == 0
+    assert res["utility/relative"] != res["utility/relative"]  # NaN: no legitimate traffic to serve
+    assert (tmp_path / "exchanges").exists() and (tmp_path / "results.json").exists()
