@@ -73,7 +73,7 @@ def test_cli_bad_value_is_one_clear_line(tmp_path):
 def test_cli_unknown_group_option_names_it(tmp_path):
     p = cli("scale=tiny", "attacker=naive,sneaky", f"hydra.run.dir={tmp_path}")
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == ["error: attacker=sneaky is not a config option (available: naive)"]
+    assert p.stderr.strip().splitlines() == ["error: attacker=sneaky is not a config option (available: hydra, naive, router)"]
 
 
 @pytest.mark.slow
