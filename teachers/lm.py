@@ -23,6 +23,7 @@ class Completion:
     # per generated token: the top-k (token text, log-probability) pairs, when asked for
     top_logprobs: list[list[tuple[str, float]]] | None = None
     meta: dict = field(default_factory=dict)
+    finished: bool = True  # the model ended it (EOS), rather than running out of new tokens
 
 
 class CharLM:
@@ -50,29 +51,50 @@ class CharLM:
         temperature: float = 0.0,
         seed: int = 0,
         batch_size: int = 256,
+        stage: int = 32,
     ) -> list[Completion]:
         """Complete every request in batches (left-padded, one KV cache per batch).
 
         Greedy when temperature is 0, else sampled from a generator seeded by `seed`, so the
-        same call returns the same completions."""
+        same call returns the same completions. Early-finished requests stop costing work: the
+        batch generates `stage` new tokens at a time, and after each stage only the unfinished
+        requests go on, re-batched with what they have so far (a plain answer is done after
+        the first stage; the re-encoding costs one prefill per stage)."""
         if temperature > 0:
             torch.manual_seed(seed)
+        texts, tops = [""] * len(prompts), [[] for _ in prompts]
+        active, done_tokens = list(range(len(prompts))), 0
+        while active and done_tokens < max_new_tokens:
+            step = min(stage, max_new_tokens - done_tokens)
+            outs = self._generate_all([prompts[i] for i in active], [texts[i] for i in active], step,
+                                      logits_processors, top_k_logprobs, temperature, batch_size)
+            for i, c in zip(active, outs):
+                texts[i] += c.text
+                tops[i] += c.top_logprobs or []
+            active = [i for i, c in zip(active, outs) if not c.finished]
+            done_tokens += step
+        return [Completion(t, tp if top_k_logprobs > 0 else None) for t, tp in zip(texts, tops)]
+
+    def _generate_all(self, prompts, continuations, max_new_tokens, logits_processors, top_k, temperature,
+                      batch_size) -> list[Completion]:
         # sort by length so each batch wastes little padding; restore the order at the end
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(continuations[i]))
         results: dict[int, Completion] = {}
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            for i, c in zip(idx, self._generate_batch([prompts[i] for i in idx], max_new_tokens,
-                                                      logits_processors, top_k_logprobs, temperature)):
+            for i, c in zip(idx, self._generate_batch([prompts[i] for i in idx], [continuations[i] for i in idx],
+                                                      max_new_tokens, logits_processors, top_k, temperature)):
                 results[i] = c
         return [results[i] for i in range(len(prompts))]
 
-    def _generate_batch(self, prompts, max_new_tokens, logits_processors, top_k, temperature):
-        encoded = [self.tok.request_ids(p) for p in prompts]
+    def _generate_batch(self, prompts, continuations, max_new_tokens, logits_processors, top_k, temperature):
+        encoded = [self.tok.request_ids(p) + self.tok.encode(c) for p, c in zip(prompts, continuations)]
         width = max(len(e) for e in encoded)
         if width + max_new_tokens > self.n_positions:
             max_new_tokens = self.n_positions - width
             if max_new_tokens <= 0:
+                if any(continuations):  # a continuation filled the context: nothing more to say
+                    return [Completion("", [] if top_k else None, finished=True) for _ in prompts]
                 raise ValueError(f"a request of {width} tokens does not fit the context of {self.n_positions}")
         input_ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
@@ -109,7 +131,7 @@ class CharLM:
             if logprobs is not None:
                 vals, inds = logprobs.values[i, :n].tolist(), logprobs.indices[i, :n].tolist()
                 tops = [[(self._tok_text(t), v) for t, v in zip(ti, vi)] for ti, vi in zip(inds, vals)]
-            completions.append(Completion(self.tok.decode(ids[:n]), tops))
+            completions.append(Completion(self.tok.decode(ids[:n]), tops, finished=EOS in ids))
         return completions
 
     def _tok_text(self, t: int) -> str:
