@@ -66,7 +66,7 @@ def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     out = []
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
-        row = {k.removeprefix("config/"): v for k, v in zip(by, key)}
+        row = {k.removeprefix("config/").removeprefix("choice/"): v for k, v in zip(by, key)}
         row["n"] = len(g)
         for m in metrics:
             arrow = ARROWS.get(m, ARROWS.get(m.split("/")[0], ""))
@@ -86,7 +86,8 @@ def main(argv=None) -> None:
     ap.add_argument("--metrics", nargs="*", default=None)
     ap.add_argument("--out", default=None, help="also write the Markdown table to this file")
     args = ap.parse_args(argv)
-    by = [k if k.startswith("config/") else f"config/{k}" for k in args.by] if args.by is not None else None
+    # a key is a results column as given (`choice/attacker`) or a config value (`attacker.queries`)
+    by = [k if k.startswith(("config/", "choice/")) else f"config/{k}" for k in args.by] if args.by is not None else None
     md = table(args.dirs, args.metrics, by)
     print(md)
     if args.out:
