@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from defenses.info_budget import COMMANDS, cell
+from defenses.info_budget import cell, command
 from sim.surface import PREFIXES, SUFFIXES
 
 FEATURES = ("log_volume", "why_rate", "template_rate", "typo_rate", "cell_entropy", "cell_coverage",
@@ -36,20 +36,16 @@ def _templated(p: str) -> bool:
 
 
 def _typo(p: str) -> bool:
-    if "  " in p:
-        return True
-    words = [w for w in p.split() if w not in ("why",) and w.rstrip(":,") not in ("pls", "hey", "q", "ok", "hi")]
-    head = words[0] if words else ""
-    return head not in COMMANDS and any(sorted(head) == sorted(c) for c in COMMANDS)
+    """A doubled space, or a command word that `command` only recognised through a swap."""
+    return "  " in p or command(p) not in ("other", *p.split())
 
 
 def _core(p: str) -> str:
-    """The question from its command word on (without chat, the explain marker or tags)."""
+    """The question after its command word (without chat, the explain marker or tags)."""
     words = p.replace("?", " ").replace("!", " ").split()
-    for i, w in enumerate(words):
-        if w in COMMANDS or any(len(w) == len(c) and sorted(w) == sorted(c) for c in COMMANDS):
-            return " ".join(words[i + 1:])
-    return " ".join(words)
+    cmd = command(p)
+    i = next((i for i, w in enumerate(words) if command(w) == cmd), -1)
+    return " ".join(words[i + 1:])
 
 
 def request_features(rows: pd.DataFrame, utc_offset: dict[str, int], tick_minutes: int) -> pd.DataFrame:

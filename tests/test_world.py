@@ -5,13 +5,11 @@ the sender's problem says, or wrongly above a difficulty), so they need no neura
 """
 
 import dataclasses
-import random
 
 import pytest
 
 from defenses.base import Defense, Stack
 from sim.accounts import Account
-from sim.actors import Ask
 from sim.clock import Clock
 from sim.gateway import PUBLIC_COLUMNS, Action, Context, Gateway, Request
 from sim.runner import World
