@@ -77,10 +77,11 @@ def test_cli_unknown_group_option_names_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_sweep_and_report(tmp_path, teacher_cache):
+def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache):
+    # the local parallel launcher: two processes of one torch thread each
     sweep = tmp_path / "sweep"
     p = cli("-m", "scale=tiny", "attacker.queries=16,32", "seed=0,1", f"cache_dir={teacher_cache}",
-            f"hydra.sweep.dir={sweep}")
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(list(sweep.rglob("results.json"))) == 4
     df = report.load([sweep])

@@ -1,7 +1,7 @@
 """Knowledge: facts about a generated fictional world that only the teacher was trained on.
 
-Stands in for proprietary knowledge: the teacher is trained on the world's records (one per
-person, `documents`), and no student can know these facts unless it asked about them
+Stands in for proprietary knowledge: the teacher is trained on the world's records (pages of
+facts, `documents`), and no student can know these facts unless it asked about them
 (directly, or as a hop of a multi-hop question whose rationale revealed them). Each
 person has a city, a job, a pet and a boss (another person). Difficulty is the number of
 hops: difficulty d follows the boss relation d-1 times, then reads an attribute.
@@ -20,6 +20,7 @@ CITIES = ("tavos", "mirel", "quend", "orbin", "sulac", "vendo", "halim", "perak"
 JOBS = ("smith", "baker", "miner", "scribe", "tailor", "fisher", "mason", "weaver")
 PETS = ("newt", "crow", "goat", "lynx", "moth", "hare", "toad", "wasp")
 ATTRS = ("city", "job", "pet", "boss")
+PAGE = 8  # facts per page of the private corpus
 
 
 class Kb(Skill):
@@ -50,14 +51,15 @@ class Kb(Skill):
         return [f"{p}.{a}={v[a]}" for p, v in self.world.items() for a in ATTRS]
 
     def documents(self, rng: random.Random) -> list[tuple[str, str]]:
-        """One record per person, its facts in a fresh random order each call, so that a fact is
-        learned from its own local context (`zora.city=`), not from its place in a record."""
-        docs = []
-        for person in sorted(self.world):
-            facts = [f"{person}.{a}={self.world[person][a]}" for a in ATTRS]
-            rng.shuffle(facts)
-            docs.append((f"doc {person}", " ".join(facts)))
-        return docs
+        """The world's records as pages of `PAGE` facts drawn from the whole world, shuffled
+        afresh each call. A page mixes people, so a fact can only be learned keyed by its own
+        subject (`zora.city=`), exactly as it is read back in a rationale's hop after another
+        person's fact; records headed by their person taught a lookup keyed by the header,
+        which left the facts of people who are nobody's boss unanswerable in questions
+        (one-hop accuracy 0.62 on the held-out set, teacher 88bcf3c2bb1b9a15)."""
+        facts = list(self.facts)
+        rng.shuffle(facts)
+        return [("doc", " ".join(facts[i : i + PAGE])) for i in range(0, len(facts), PAGE)]
 
     def _sample(self, rng: random.Random, difficulty: int) -> Problem:
         person = rng.choice(sorted(self.world))

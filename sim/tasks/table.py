@@ -4,9 +4,13 @@ Stands in for data-analysis capability. The table is a row list `name+digit`; th
 max/min (answer: the row's name), sum (mod 10) or cnt (rows above a threshold). Difficulty
 sets the number of rows (2..6). The rationale walks the rows in order, each step echoing the
 row and then the running aggregate (`row=aggregate`): echoing the row is a copy a small
-transformer does reliably, and it puts the value to combine next to the aggregate.
+transformer does reliably, and it puts the value to combine next to the aggregate. For max
+and min the aggregate is written value first (`7lo`): the best value is a comparison of
+digits, and the name is then a lookup of the row holding that value. Written name first, the
+name had to be chosen before the comparison was on the page, and the teacher wrote the
+current row's name with the best row's value (`si3=si1`; 3-row accuracy 0.82).
 
-    tbl max ka3 lo7 mi2   ->  ka3=ka3 lo7=lo7 mi2=lo7 #lo
+    tbl max ka3 lo7 mi2   ->  ka3=3ka lo7=7lo mi2=7lo #lo
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class Table(Skill):
             for i, v in enumerate(values):
                 if better(v, values[best]):
                     best = i
-                steps.append(f"{cells[i]}={names[best]}{values[best]}")
+                steps.append(f"{cells[i]}={values[best]}{names[best]}")
             return Problem(self.name, difficulty, f"tbl {query} {rows}", names[best], " ".join(steps))
         if query == "sum":
             acc, steps = 0, []
