@@ -111,9 +111,13 @@ class Campaign(Actor):
             if ex.status == "served":
                 # the attacker knows its own clean question: it trains on that, not on the
                 # typos or templates it added to look organic
+                tops = (ex.completion.top_logprobs if ex.completion is not None else None) or []
                 self.harvest.append({"request": ask.problem.request(ask.explain), "response": ex.response,
                                      "sent": ask.text, "skill": ask.problem.skill,
-                                     "difficulty": ask.problem.difficulty, "tick": tick, "account": ask.account.id})
+                                     "difficulty": ask.problem.difficulty, "tick": tick, "account": ask.account.id,
+                                     # the API's top-k log-probs per response character, when exposed
+                                     "top_tokens": [[t for t, _ in pos] for pos in tops],
+                                     "top_logprobs": [[v for _, v in pos] for pos in tops]})
 
 
 class Naive(Campaign):

@@ -13,6 +13,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft on transformers 5.x
     import datasets
     import transformers
 

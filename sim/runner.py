@@ -146,18 +146,19 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     import datasets
 
     harvest = datasets.Dataset.from_list(attacker.harvest) if attacker.harvest else datasets.Dataset.from_dict(
-        {"request": [], "response": [], "sent": [], "skill": [], "difficulty": [], "tick": [], "account": []})
+        {"request": [], "response": [], "sent": [], "skill": [], "difficulty": [], "tick": [], "account": [],
+         "top_tokens": [], "top_logprobs": []})
     harvest.save_to_disk(str(out / "harvest"))
     datasets.Dataset.from_pandas(traffic.log, preserve_index=False).save_to_disk(str(out / "exchanges"))
 
     # the student: evaluated before (base) and after distillation on the same held-out set
     t = time.perf_counter()
-    student = world.student_spec.build(seed=cfg.seed)
+    student = world.student_spec.build(seed=cfg.seed, suite=world.suite, cache_dir=cache, log=log)
     base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
     logger = build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
     log(f"student: {student.num_parameters():,} parameters, {world.student_spec.steps} steps on the harvest")
     try:
-        train_stats = world.student_spec.distill(student, harvest, seed=cfg.seed, logger=logger)
+        student, train_stats = world.student_spec.distill(student, harvest, seed=cfg.seed, logger=logger)
     finally:
         finish = getattr(getattr(logger, "experiment", None), "finish", None)
         if callable(finish):  # wandb runs are closed even when training crashed
@@ -179,6 +180,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
         "clock/ticks": traffic.ticks,
         "teacher/hash": card["hash"],
         "student/params": student.num_parameters(),
+        "student/trainable_params": train_stats["trainable_params"],
         "teacher/params": teacher.num_parameters(),
         "seed": int(cfg.seed),
         "git/commit": git_commit(),

@@ -56,7 +56,10 @@ def format_card(card: dict) -> str:
     return "\n\n".join(parts)
 
 
-def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print) -> tuple[CharLM, dict]:
+def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print,
+         what: str = "teacher") -> tuple[CharLM, dict]:
+    """The model `spec.train(suite)` would give, trained at most once per hash (`what` names it
+    in the log: the attacker's base model is cached the same way)."""
     key = teacher_hash(spec, suite)
     for path in (SHIPPED, Path(cache_dir) / key):
         card_file = path / "card.json"
@@ -64,7 +67,7 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
             card = json.loads(card_file.read_text())
             if card.get("hash") == key:
                 return CharLM.load(path), card
-    log(f"training teacher {key} ({spec.steps} steps); cached in {Path(cache_dir) / key}")
+    log(f"training {what} {key} ({spec.steps} steps); cached in {Path(cache_dir) / key}")
     lm, stats = spec.train(suite, progress=progress)
     card = make_card(lm, suite, spec.max_new_tokens)
     card.update(hash=key, train=stats, config=spec.fingerprint())

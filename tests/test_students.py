@@ -1,0 +1,130 @@
+"""Students: the pure losses, the recipes' data, the attacker base model, LoRA and fine-tuning."""
+
+import datasets
+import pytest
+import torch
+
+from sim.runner import World
+from students.distill import Recipe, collate, sft_loss, topk_kd_loss
+from teachers.vocab import CharTokenizer
+
+
+def test_sft_loss_weights_positions_and_ignores_unlabelled_ones():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 7)
+    labels = torch.tensor([[-100, 2, 3, 4]])
+    ce = torch.nn.functional.cross_entropy(logits[0, :3], labels[0, 1:], reduction="none")
+    ones = sft_loss(logits, labels, torch.ones(1, 4))
+    assert torch.isclose(ones, ce.mean())
+    # weight 0 on the first labelled token: the mean of the other two
+    assert torch.isclose(sft_loss(logits, labels, torch.tensor([[1.0, 0.0, 1.0, 1.0]])), ce[1:].mean())
+    # λ = 0.5 on it: a weighted mean
+    w = torch.tensor([[9.0, 0.5, 1.0, 1.0]])  # the weight at an unlabelled position never counts
+    assert torch.isclose(sft_loss(logits, labels, w), (0.5 * ce[0] + ce[1] + ce[2]) / 2.5)
+
+
+def test_topk_kd_loss_is_zero_on_a_match_and_shift_invariant():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 10)
+    ids = torch.tensor([[[1, 4, 7]] * 3] * 2)
+    teacher = logits.gather(-1, ids).log_softmax(-1)
+    mask = torch.ones(2, 3)
+    for T in (0.5, 1.0, 2.0):
+        assert topk_kd_loss(logits, ids, teacher, mask, T).abs() < 1e-6
+    other = torch.randn(2, 3, 3)
+    loss = topk_kd_loss(logits, ids, other, mask, 2.0)
+    assert loss > 0
+    assert torch.isclose(topk_kd_loss(logits, ids, other - 3.0, mask, 2.0), loss, atol=1e-6)  # renormalised
+    # by hand at T = 2: T² KL(q || p) with both renormalised over the k tokens
+    q = (other[0, 0] / 2).softmax(-1)
+    p = (logits[0, 0, [1, 4, 7]] / 2).softmax(-1)
+    one = 4 * (q * (q.log() - p.log())).sum()
+    m = torch.zeros(2, 3)
+    m[0, 0] = 1
+    assert torch.isclose(topk_kd_loss(logits, ids, other, m, 2.0), one, atol=1e-6)
+    assert topk_kd_loss(logits, ids, other, torch.zeros(2, 3), 2.0) == 0
+
+
+def test_recipes_weight_the_rationale_or_cut_it():
+    tok = CharTokenizer()
+    request, response = "why calc 1+3", "1+3=4 #4"
+    full = Recipe("visible", rationale_weight=0.25).example(tok, request, response)
+    n_prompt = full["start"]
+    assert full["weights"][:n_prompt] == [0.0] * n_prompt
+    assert full["weights"][n_prompt:] == [0.25] * 6 + [1.0, 1.0, 1.0]  # rationale, then "#4" and EOS
+    answer = Recipe("answer").example(tok, request, response)
+    assert tok.decode(answer["ids"][answer["start"]:]) == "#4"
+    tops = [[c, "x"] for c in response]
+    lps = [[-0.1, -2.5] for _ in response]
+    kd = Recipe("visible", kd_alpha=1.0).example(tok, request, response, tops, lps)
+    assert len(kd["top_ids"]) == len(response) and kd["top_ids"][0][0] == tok.stoi["1"]
+    batch = collate([kd, answer])
+    # the logits one position before each response character carry its top-k
+    assert batch["top_mask"][0].sum() == len(response) and batch["top_mask"][1].sum() == 0
+    assert batch["top_ids"][0, n_prompt - 1, 0] == tok.stoi["1"]
+    with pytest.raises(ValueError, match="target='rationales'"):
+        Recipe("rationales")
+
+
+def harvest_of(world, n=64):
+    import random
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(n):
+        p = world.suite.sample(rng)
+        rows.append({"request": p.request(True), "response": p.response(True)})
+    return datasets.Dataset.from_list(rows)
+
+
+def test_lora_trains_only_adapters_and_merges_back(make_cfg, teacher_cache):
+    world = World(make_cfg("student=lora"))
+    spec = world.student_spec
+    student = spec.build(seed=0, suite=world.suite, cache_dir=teacher_cache)
+    before = {n: p.clone() for n, p in student.model.named_parameters()}
+    trained, stats = spec.distill(student, harvest_of(world), seed=0)
+    assert 0 < stats["trainable_params"] < sum(p.numel() for p in before.values()) / 2
+    after = dict(trained.model.named_parameters())
+    assert set(after) == set(before)  # merged: a plain GPT-2 again, same parameter names
+    changed = [n for n in after if not torch.equal(after[n], before[n])]
+    assert changed and all(any(m in n for m in spec.target_modules) for n in changed)
+
+
+def test_finetune_starts_from_the_cached_attacker_base(make_cfg, teacher_cache):
+    world = World(make_cfg("student=finetune"))
+    logs = []
+    a = world.student_spec.build(seed=0, suite=world.suite, cache_dir=teacher_cache, log=logs.append)
+    b = world.student_spec.build(seed=1, suite=world.suite, cache_dir=teacher_cache, log=logs.append)
+    assert len(logs) <= 1  # pretrained once, then read from the cache
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    card = world.student_spec.base_card
+    assert card["config"]["kind"] == "attacker_base" and card["config"]["public_world_seed"] != 0
+
+
+def test_the_base_never_sees_private_facts_or_held_out_prompts(make_cfg):
+    import random
+
+    world = World(make_cfg("student=finetune"))
+    base = world.student_spec.base
+    _, private_names = base.public_kb(world.suite)
+    draw, rng = base.sampler(world.suite), random.Random(0)
+    kb_seen = 0
+    for _ in range(3000):
+        request, response = draw(rng)
+        prompt = request.removeprefix("why ")
+        assert prompt not in world.suite.eval_prompts
+        if prompt.startswith("kb "):
+            kb_seen += 1
+            subjects = {f.split(".")[0] for f in response.split("#")[0].split()}
+            assert prompt.split()[1] not in private_names and not subjects & private_names
+            assert len(prompt.split()) - 2 <= base.max_difficulty
+    assert kb_seen > 100
+
+
+def test_lora_rejects_a_module_gpt2_does_not_have(make_cfg):
+    with pytest.raises(ValueError, match="target_modules"):
+        World(make_cfg("student=lora", "student.target_modules=[q_proj]"))
+    with pytest.raises(ValueError, match="public_world_seed=0"):
+        from students.base import AttackerBase
+
+        AttackerBase(public_world_seed=0).public_kb(World(make_cfg()).suite)
