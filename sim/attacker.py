@@ -12,6 +12,9 @@ campaign owns the accounts, paces them, pays for them, reacts to bans and keeps 
 - `Router`: an obfuscated reseller: a few accounts carry the traffic of many real clients
   (a population of the same personas as the legitimate users) and the attacker's queries.
 
+The counter-defenses (`sim.counter`, config group `counter/`) decide how prompts are repeated
+for voting and how the harvest becomes the student's training set.
+
 A distillation query counts against `queries` whether or not it was served; cover traffic
 and routed clients' requests do not, but every request pays its tier's per-query price.
 """
@@ -23,6 +26,7 @@ import math
 
 from sim.accounts import TIERS, Account, check_tier
 from sim.actors import Actor, Ask
+from sim.counter import Counter
 from sim.policies import Policy, Random
 from sim.surface import render
 
@@ -31,7 +35,7 @@ class Campaign(Actor):
     name = "attacker"
 
     def __init__(self, queries: int = 2000, per_tick: int = 256, policy: Policy | None = None,
-                 tier: str = "paid", budget_usd: float | None = None):
+                 tier: str = "paid", budget_usd: float | None = None, counter: Counter | None = None):
         if not isinstance(queries, int) or queries < 0:
             raise ValueError(f"attacker.queries={queries!r} must be a non-negative integer")
         if not isinstance(per_tick, int) or per_tick < 1:
@@ -40,8 +44,12 @@ class Campaign(Actor):
             raise ValueError(f"attacker.policy={policy!r} is not a query policy")
         if budget_usd is not None and not budget_usd >= 0:
             raise ValueError(f"attacker.budget_usd={budget_usd!r} must be >= 0 (or null: unlimited)")
+        if counter is not None and not isinstance(counter, Counter):
+            raise ValueError(f"attacker.counter={counter!r} is not a sim.counter.Counter")
         self.queries, self.per_tick = queries, per_tick
         self.policy = policy or Random()
+        self.counter = counter or Counter()
+        self._voting: list = []  # the current prompt's remaining copies (consistency voting)
         self.tier = check_tier(tier, "attacker.tier")
         self.budget_usd = math.inf if budget_usd is None else float(budget_usd)
         self.accounts: list[Account] = []  # every account it opened
@@ -80,9 +88,15 @@ class Campaign(Actor):
     def query(self, account: Account) -> Ask | None:
         if not self.pay(TIERS[account.tier][1]):
             return None
-        problem, explain = self.policy.next(self.rng)
+        if not self._voting:
+            self._voting = [self.policy.next(self.rng)] * self.counter.vote_k
+        problem, explain = self._voting.pop()
         self.sent += 1
         return Ask(account, self.policy.render(problem, explain, self.rng), problem, explain, self.name, "attack")
+
+    def training_set(self) -> list[dict]:
+        """The harvest after the counter-defenses: what the student is trained on."""
+        return self.counter.process(self.harvest)
 
     @property
     def done(self) -> bool:
@@ -121,17 +135,19 @@ class Campaign(Actor):
 
 
 class Naive(Campaign):
-    """One account, `per_tick` queries a tick until the budget is spent."""
+    """One account, `per_tick` queries a tick until the budget is spent (with consistency
+    voting, one account per vote, each prompt's copies sent from different ones)."""
 
     def open_accounts(self, gateway, tick):
-        self.buy(gateway, tick, asn_kind="datacenter")
+        for _ in range(self.counter.vote_k):
+            self.buy(gateway, tick, asn_kind="datacenter")
 
     def requests(self, tick):
         if not self.live:
             return []
         asks = []
         for _ in range(min(self.per_tick, self.queries - self.sent)):
-            ask = self.query(self.live[0])
+            ask = self.query(self.live[self.sent % len(self.live)])
             if ask is None:
                 break
             asks.append(ask)
@@ -143,8 +159,8 @@ class Hydra(Campaign):
                  tier: str = "free", budget_usd: float | None = None, accounts: int = 200,
                  pace_per_day: float = 50, proxies: int = 8, ips_per_proxy: int = 4,
                  payment_reuse: float = 0.3, device_reuse: float = 0.5, mix: float = 0.2,
-                 respawn: bool = True):
-        super().__init__(queries, per_tick, policy, tier, budget_usd)
+                 respawn: bool = True, counter: Counter | None = None):
+        super().__init__(queries, per_tick, policy, tier, budget_usd, counter)
         for k, v in (("accounts", accounts), ("proxies", proxies), ("ips_per_proxy", ips_per_proxy)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"attacker.{k}={v!r} must be a positive integer")
@@ -240,8 +256,8 @@ class Router(Campaign):
 
     def __init__(self, queries: int = 2000, per_tick: int = 16, policy: Policy | None = None,
                  tier: str = "paid", budget_usd: float | None = None, accounts: int = 3,
-                 routed_fraction: float = 0.1):
-        super().__init__(queries, per_tick, policy, tier, budget_usd)
+                 routed_fraction: float = 0.1, counter: Counter | None = None):
+        super().__init__(queries, per_tick, policy, tier, budget_usd, counter)
         if not isinstance(accounts, int) or accounts < 1:
             raise ValueError(f"attacker.accounts={accounts!r} must be a positive integer")
         if not 0 <= routed_fraction <= 10:

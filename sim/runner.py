@@ -107,6 +107,7 @@ def attacker_metrics(attacker, traffic) -> dict:
         "attacker/banned": len(banned),
         "attacker/cost_usd": round(attacker.cost_usd, 6),
         "attacker/harvested": len(attacker.harvest),
+        "attacker/trained_on": len(attacker.training_set()),
         # served distillation answers whose final answer the defenses changed (poisoning)
         "attacker/poisoned_fraction": metrics.mean(served["truth/altered"]),
         # the teacher's accuracy as served to the attacker (under sampling, antidistillation, poison)
@@ -149,6 +150,9 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
         {"request": [], "response": [], "sent": [], "skill": [], "difficulty": [], "tick": [], "account": [],
          "top_tokens": [], "top_logprobs": []})
     harvest.save_to_disk(str(out / "harvest"))
+    # the attacker's own cleaning of the harvest (voting, filtering, paraphrase): what it trains on
+    training = attacker.training_set()
+    train_set = datasets.Dataset.from_list(training) if training else harvest.select([])
     datasets.Dataset.from_pandas(traffic.log, preserve_index=False).save_to_disk(str(out / "exchanges"))
 
     # the student: evaluated before (base) and after distillation on the same held-out set
@@ -158,7 +162,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     logger = build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
     log(f"student: {student.num_parameters():,} parameters, {world.student_spec.steps} steps on the harvest")
     try:
-        student, train_stats = world.student_spec.distill(student, harvest, seed=cfg.seed, logger=logger)
+        student, train_stats = world.student_spec.distill(student, train_set, seed=cfg.seed, logger=logger)
     finally:
         finish = getattr(getattr(logger, "experiment", None), "finish", None)
         if callable(finish):  # wandb runs are closed even when training crashed
