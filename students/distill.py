@@ -85,14 +85,26 @@ class Recipe:
             cut = response.rindex(ANSWER_MARK)
             response, tokens, logprobs = response[cut:], (tokens or [])[cut:], (logprobs or [])[cut:]
         ids, start = tok.pair_ids(request, response)
-        mark = response.rfind(ANSWER_MARK)
-        # label positions: the response characters, then EOS; rationale = before the mark
-        weights = [0.0] * start + [self.rationale_weight if i < mark else 1.0 for i in range(len(response))] + [1.0]
+        # label positions: the response tokens, then EOS; rationale = the tokens before the mark
+        # (exact for the char vocabulary; a sub-word tokenizer may merge across the boundary)
+        n_rationale = min(len(tok.encode(response[: max(response.rfind(ANSWER_MARK), 0)])), len(ids) - start - 1)
+        weights = [0.0] * start + [self.rationale_weight] * n_rationale + [1.0] * (len(ids) - start - n_rationale)
         ex = {"ids": ids, "start": start, "weights": weights, "top_ids": [], "top_lp": []}
-        if self.kd_alpha > 0 and tokens and len(tokens) == len(response):
+        # top-k log-probs are per character: usable when every response token is one character
+        if self.kd_alpha > 0 and tokens and len(tokens) == len(response) == len(ids) - start - 1:
             ex["top_ids"] = [[tok_id(tok, t) for t in pos] for pos in tokens]
             ex["top_lp"] = [list(map(float, pos)) for pos in logprobs]
         return ex
+
+
+def clip(ex: dict, n_positions: int) -> dict:
+    """An exchange longer than the student's context loses its tail (re-encoded text from a
+    sub-word teacher can be longer than what the teacher generated)."""
+    if len(ex["ids"]) <= n_positions:
+        return ex
+    keep = max(0, n_positions - ex["start"])
+    return {**ex, "ids": ex["ids"][:n_positions], "weights": ex["weights"][:n_positions],
+            "top_ids": ex["top_ids"][:keep], "top_lp": ex["top_lp"][:keep]}
 
 
 def tok_id(tok, text: str) -> int:
@@ -216,7 +228,7 @@ class Student:
             cols = harvest.column_names
             tokens = harvest["top_tokens"] if "top_tokens" in cols else [None] * len(harvest)
             logprobs = harvest["top_logprobs"] if "top_logprobs" in cols else [None] * len(harvest)
-            examples = [self.recipe.example(student.tok, r, s, t, lp)
+            examples = [clip(self.recipe.example(student.tok, r, s, t, lp), student.n_positions)
                         for r, s, t, lp in zip(harvest["request"], harvest["response"], tokens, logprobs)]
             stats = train(student.model, examples, self.recipe, steps=self.steps, batch_size=self.batch_size,
                           lr=self.lr, seed=seed, logger=logger)

@@ -59,7 +59,11 @@ def format_card(card: dict) -> str:
 def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print,
          what: str = "teacher") -> tuple[CharLM, dict]:
     """The model `spec.train(suite)` would give, trained at most once per hash (`what` names it
-    in the log: the attacker's base model is cached the same way)."""
+    in the log: the attacker's base model is cached the same way). A spec that names its own
+    weights (`teachers.hf.HFCheckpoint`) is read from them instead."""
+    own = getattr(spec, "checkpoint", None)
+    if callable(own):
+        return own(suite, log=log)
     key = teacher_hash(spec, suite)
     for path in (SHIPPED, Path(cache_dir) / key):
         card_file = path / "card.json"

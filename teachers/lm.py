@@ -32,6 +32,9 @@ class CharLM:
     def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None):
         self.model = model.eval()
         self.tok = tokenizer or CharTokenizer()
+        # special ids: the char vocabulary's, or those of a checkpoint's own tokenizer (`teachers.hf`)
+        ids = getattr(self.tok, "special", None) or {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP}
+        self.pad, self.bos, self.eos, self.sep = ids["pad"], ids["bos"], ids["eos"], ids["sep"]
 
     @property
     def n_positions(self) -> int:
@@ -96,7 +99,7 @@ class CharLM:
                 if any(continuations):  # a continuation filled the context: nothing more to say
                     return [Completion("", [] if top_k else None, finished=True) for _ in prompts]
                 raise ValueError(f"a request of {width} tokens does not fit the context of {self.n_positions}")
-        input_ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
+        input_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
         for i, e in enumerate(encoded):
             input_ids[i, width - len(e) :] = torch.tensor(e)
@@ -110,10 +113,11 @@ class CharLM:
             top_k=None,
             top_p=None,
             logits_processor=LogitsProcessorList(list(logits_processors)),
-            pad_token_id=PAD,
-            eos_token_id=EOS,
-            bos_token_id=BOS,
-            suppress_tokens=[PAD, BOS, SEP],  # a response is characters then EOS, nothing else
+            pad_token_id=self.pad,
+            eos_token_id=self.eos,
+            bos_token_id=self.bos,
+            # a response is text then EOS, nothing else
+            suppress_tokens=sorted({self.pad, self.bos, self.sep} - {self.eos}),
             return_dict_in_generate=True,
             output_scores=top_k > 0,
         )
@@ -126,16 +130,17 @@ class CharLM:
         completions = []
         for i in range(len(encoded)):
             ids = new[i].tolist()
-            n = ids.index(EOS) if EOS in ids else len(ids)
+            n = ids.index(self.eos) if self.eos in ids else len(ids)
             tops = None
             if logprobs is not None:
                 vals, inds = logprobs.values[i, :n].tolist(), logprobs.indices[i, :n].tolist()
                 tops = [[(self._tok_text(t), v) for t, v in zip(ti, vi)] for ti, vi in zip(inds, vals)]
-            completions.append(Completion(self.tok.decode(ids[:n]), tops, finished=EOS in ids))
+            completions.append(Completion(self.tok.decode(ids[:n]), tops, finished=self.eos in ids))
         return completions
 
     def _tok_text(self, t: int) -> str:
-        return self.tok.decode([t]) if t >= 4 else ["<pad>", "<bos>", "<eos>", "<sep>"][t]
+        names = {self.pad: "<pad>", self.bos: "<bos>", self.sep: "<sep>", self.eos: "<eos>"}
+        return names.get(t) or self.tok.decode([t])
 
     # -- persistence: a directory written atomically (a killed run leaves no half checkpoint)
 
@@ -145,7 +150,10 @@ class CharLM:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
         try:
             self.model.save_pretrained(tmp)
-            (tmp / "tokenizer.json").write_text(json.dumps({"chars": self.tok.chars}))
+            if isinstance(self.tok, CharTokenizer):
+                (tmp / "tokenizer.json").write_text(json.dumps({"chars": self.tok.chars}))
+            else:
+                self.tok.save(tmp)
             for name, obj in (extra or {}).items():
                 (tmp / name).write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
             if path.exists():
@@ -162,8 +170,19 @@ class CharLM:
 
     @classmethod
     def load(cls, path: str | Path) -> "CharLM":
+        """A checkpoint directory: ours (char vocabulary) or any local Hugging Face causal LM."""
+        from transformers import AutoModelForCausalLM
+
         path = Path(path)
-        chars = json.loads((path / "tokenizer.json").read_text())["chars"]
-        model = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
+        spec = json.loads((path / "tokenizer.json").read_text()) if (path / "tokenizer.json").exists() else {}
+        if "chars" in spec:
+            tok = CharTokenizer(spec["chars"])
+        else:
+            from transformers import AutoTokenizer
+
+            from teachers.hf import HFTokenizer
+
+            tok = HFTokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         model.loss_type = "ForCausalLM"
-        return cls(model, CharTokenizer(chars))
+        return cls(model, tok)

@@ -19,8 +19,10 @@ def overrides_for(rel: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("rel", YAMLS, ids=str)
-def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path):
+def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path, request):
     ov = overrides_for(rel)
+    if rel == Path("teacher/hf.yaml"):  # a checkpoint directory is required: the test writes one
+        ov.append(f"teacher.path={request.getfixturevalue('hf_checkpoint')}")
     scale = rel.stem if rel.parent == Path("scale") else "tiny"
     cfg = make_cfg(*[o for o in ov if not o.startswith("scale=")], scale=scale)
     world = World(cfg)

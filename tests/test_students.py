@@ -128,3 +128,22 @@ def test_lora_rejects_a_module_gpt2_does_not_have(make_cfg):
         from students.base import AttackerBase
 
         AttackerBase(public_world_seed=0).public_kb(World(make_cfg()).suite)
+
+
+def test_a_local_hf_checkpoint_serves_as_teacher_base_and_student(make_cfg, hf_checkpoint, tmp_path):
+    import json
+
+    import sim
+    from teachers.lm import CharLM
+
+    lm = CharLM.load(hf_checkpoint)
+    outs = lm.generate(["why calc 1+2", "kb zora city"], max_new_tokens=8, top_k_logprobs=2)
+    assert len(outs) == 2 and all(len(o.top_logprobs) <= 8 for o in outs)
+    cfg = make_cfg("teacher=hf", f"teacher.path={hf_checkpoint}", "student=finetune",
+                   f"student.base.path={hf_checkpoint}", "attacker.queries=16", "users=none")
+    res = sim.run(cfg, tmp_path, log=lambda *a: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["teacher/hash"] == res["teacher/hash"] and saved["attacker/harvested"] == 16
+    assert saved["student/params"] == saved["teacher/params"] == lm.num_parameters()
+    with pytest.raises(ValueError, match="teacher.path="):
+        World(make_cfg("teacher=hf", f"teacher.path={tmp_path / 'nothing'}"))
