@@ -147,3 +147,24 @@ def test_a_local_hf_checkpoint_serves_as_teacher_base_and_student(make_cfg, hf_c
     assert saved["student/params"] == saved["teacher/params"] == lm.num_parameters()
     with pytest.raises(ValueError, match="teacher.path="):
         World(make_cfg("teacher=hf", f"teacher.path={tmp_path / 'nothing'}"))
+
+
+def test_active_selection_asks_what_its_student_is_unsure_of(make_cfg):
+    """An in-loop student that has only seen arith answers is surer of arith than of the other
+    skills, so the next round asks less arith than the candidate pool holds."""
+    import random
+
+    from students.active import Active
+
+    world = World(make_cfg())
+    policy = Active(rounds=2, pool=4, steps=150, n_layer=1, n_embd=32, n_head=2, max_new_tokens=40)
+    policy.bind(world.suite, budget=100)
+    rng = random.Random(0)
+    for _ in range(200):
+        p = world.suite.sample(rng, "arith")
+        policy.data.append((p.request(True), p.response(True)))
+    policy.round = 1
+    chosen = policy.select(rng)
+    assert len(chosen) == policy.per_round == 50
+    share = sum(p.skill == "arith" for p, _ in chosen) / len(chosen)
+    assert share < 0.5 * (1 / len(world.suite.skills)), share
