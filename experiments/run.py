@@ -16,7 +16,8 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-GROUPS = ("teacher", "student", "attacker", "policy", "users", "defense", "tasks", "scale", "experiment", "logger")
+GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "users", "defense", "tasks", "scale", "experiment",
+          "logger")
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -84,6 +84,9 @@ def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(list(sweep.rglob("results.json"))) == 4
+    # the callback wrote the sweep's report when it ended
+    assert {p.name for p in sweep.glob("report.*")} >= {"report.md", "report.tex", "report.csv"}
+    assert "transfer/mean" in (sweep / "report.md").read_text() and r"\toprule" in (sweep / "report.tex").read_text()
     df = report.load([sweep])
     table = report.summarise(df)
     assert list(table["attacker.queries"]) == [16, 32] and list(table["n"]) == [2, 2]
@@ -93,7 +96,7 @@ def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache
     assert "attacker/queries" not in header  # a metric that only echoes the grouping key is dropped
     out = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), "--out", str(tmp_path / "t.md")],
                          cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0 and (tmp_path / "t.md").read_text().strip() == out.stdout.strip()
+    assert out.returncode == 0 and (tmp_path / "t.md").read_text().strip() in out.stdout
 
 
 def test_report_mean_and_std_over_seeds(tmp_path):
@@ -112,3 +115,21 @@ def test_a_run_with_no_traffic_still_writes_every_metric(make_cfg, tmp_path):
     assert res["attacker/harvested"] == 0 and res["traffic/exchanges"] == 0
     assert res["utility/relative"] != res["utility/relative"]  # NaN: no legitimate traffic to serve
     assert (tmp_path / "exchanges").exists() and (tmp_path / "results.json").exists()
+
+
+def test_report_writes_latex_csv_and_a_pareto_plot(tmp_path):
+    for i, (defense, seed, transfer, utility) in enumerate([("none", 0, 0.30, 1.0), ("none", 1, 0.32, 1.0),
+                                                            ("full", 0, 0.05, 0.90), ("poison", 0, 0.20, 0.80)]):
+        d = tmp_path / "runs" / str(i)
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({"transfer/mean": transfer, "utility/relative": utility,
+                                                    "seed": seed, "choice/defense": defense,
+                                                    "config/seed": seed}))
+    written = report.write([tmp_path / "runs"], tmp_path / "out" / "t.md", by=["choice/defense"])
+    assert sorted(p.suffix for p in written) == [".csv", ".md", ".png", ".tex"]
+    csv = __import__("pandas").read_csv(tmp_path / "out" / "t.csv")
+    assert list(csv["defense"]) == ["full", "none", "poison"] and list(csv["n"]) == [1, 2, 1]
+    assert csv.loc[1, "transfer/mean/mean"] == pytest.approx(0.31)
+    assert (tmp_path / "out" / "t.png").read_bytes()[:4] == b"\x89PNG"
+    # poison is beaten by full on both axes: not on the defender's frontier
+    assert report.frontier([(1.0, 0.31), (0.9, 0.05), (0.8, 0.2)]) == [(1.0, 0.31), (0.9, 0.05)]
