@@ -36,3 +36,15 @@ def test_every_group_the_design_names_exists():
     for group in ("teacher", "student", "attacker", "policy", "users", "defense", "tasks", "scale", "experiment",
                   "logger"):
         assert list((CONFIGS / group).glob("*.yaml")), group
+
+
+@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("ray", "RayLauncher"),
+                                              ("joblib", "JoblibLauncher")])
+def test_cluster_launchers_compose(launcher, target):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("run", overrides=[f"hydra/launcher={launcher}", "threads=4"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.cpus_per_task == 4
