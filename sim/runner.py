@@ -13,6 +13,7 @@ import os
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,6 +50,17 @@ def write_json(path: Path, obj) -> None:
         json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
         f.write("\n")
     os.replace(tmp, path)
+
+
+@contextmanager
+def opened(logger):
+    """A Lightning logger that is closed (a wandb run finished) even when the job crashes."""
+    try:
+        yield logger
+    finally:
+        finish = getattr(getattr(logger, "experiment", None), "finish", None) if logger else None
+        if callable(finish):
+            finish()
 
 
 def git_commit() -> str:
@@ -159,46 +171,51 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     t = time.perf_counter()
     student = world.student_spec.build(seed=cfg.seed, suite=world.suite, cache_dir=cache, log=log)
     base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
-    logger = build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
-    log(f"student: {student.num_parameters():,} parameters, {world.student_spec.steps} steps on the harvest")
-    try:
+    with opened(build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False) as logger:
+        log(f"student: {student.num_parameters():,} parameters, {world.student_spec.steps} steps on the harvest")
         student, train_stats = world.student_spec.distill(student, train_set, seed=cfg.seed, logger=logger)
-    finally:
-        finish = getattr(getattr(logger, "experiment", None), "finish", None)
-        if callable(finish):  # wandb runs are closed even when training crashed
-            finish()
-    timings["student_train_s"] = train_stats["seconds"]
-    student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
-    timings["student_s"] = time.perf_counter() - t
-    audit = {"watermark/student_z": float("nan"), "watermark/student_p": float("nan"),
-             **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest])}
+        timings["student_train_s"] = train_stats["seconds"]
+        student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
+        timings["student_s"] = time.perf_counter() - t
+        audit = {"watermark/student_z": float("nan"), "watermark/student_p": float("nan"),
+                 **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest])}
 
-    results = {
-        **metrics.transfer(teacher_rows, student_rows, base_rows),
-        "fidelity": metrics.fidelity(teacher_rows, student_rows),
-        **audit,
-        "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
-        **attacker_metrics(attacker, traffic),
-        **metrics.world_metrics(traffic.log, {a.id for a in attacker.owned_accounts()},
-                                {a.id for a in users.owned_accounts()}, gateway.ctx.banned, gateway.ctx.clusters),
-        "clock/ticks": traffic.ticks,
-        "teacher/hash": card["hash"],
-        "student/params": student.num_parameters(),
-        "student/trainable_params": train_stats["trainable_params"],
-        "teacher/params": teacher.num_parameters(),
-        "seed": int(cfg.seed),
-        "git/commit": git_commit(),
-        **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())},
-        **flat_config(cfg),
-    }
-    import pandas as pd
+        results = {
+            **metrics.transfer(teacher_rows, student_rows, base_rows),
+            "fidelity": metrics.fidelity(teacher_rows, student_rows),
+            **audit,
+            "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
+            **attacker_metrics(attacker, traffic),
+            **metrics.world_metrics(traffic.log, {a.id for a in attacker.owned_accounts()},
+                                    {a.id for a in users.owned_accounts()}, gateway.ctx.banned, gateway.ctx.clusters),
+            "clock/ticks": traffic.ticks,
+            "teacher/hash": card["hash"],
+            "student/params": student.num_parameters(),
+            "student/trainable_params": train_stats["trainable_params"],
+            "teacher/params": teacher.num_parameters(),
+            "seed": int(cfg.seed),
+            "git/commit": git_commit(),
+            **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())},
+            **flat_config(cfg),
+        }
+        import pandas as pd
 
-    rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "prompt", "answer"]]
-    rows["teacher"], rows["student"] = [r["text"] for r in teacher_rows], [r["text"] for r in student_rows]
-    rows["teacher_ok"], rows["student_ok"] = [r["correct"] for r in teacher_rows], [r["correct"] for r in student_rows]
-    rows.to_csv(out / "eval.csv", index=False)
-    write_json(out / "teacher_card.json", card)
-    timings["total_s"] = time.perf_counter() - t0
-    write_json(out / "timings.json", timings)  # wall-clock stays out of results.json (reproducible)
-    write_json(out / "results.json", results)
+        rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "prompt", "answer"]]
+        rows["teacher"], rows["student"] = [r["text"] for r in teacher_rows], [r["text"] for r in student_rows]
+        rows["teacher_ok"], rows["student_ok"] = [r["correct"] for r in teacher_rows], [r["correct"] for r in student_rows]
+        rows.to_csv(out / "eval.csv", index=False)
+        write_json(out / "teacher_card.json", card)
+        timings["total_s"] = time.perf_counter() - t0
+        write_json(out / "timings.json", timings)  # wall-clock stays out of results.json (reproducible)
+        write_json(out / "results.json", results)
+        if logger:  # the config, the final results and the result table next to the training curves
+            logger.log_hyperparams({k.removeprefix("config/"): v for k, v in results.items() if k.startswith("config/")})
+            logger.log_metrics({f"results/{k}": float(v) for k, v in results.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/")})
+            log_table = getattr(logger, "log_table", None)
+            if callable(log_table):  # wandb: the run's row of the report, as a wandb Table
+                from experiments.report import summarise
+
+                log_table(key="results_table", dataframe=summarise(pd.DataFrame([results]), by=[]))
+            logger.save()
     return results

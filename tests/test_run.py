@@ -133,3 +133,44 @@ def test_report_writes_latex_csv_and_a_pareto_plot(tmp_path):
     assert (tmp_path / "out" / "t.png").read_bytes()[:4] == b"\x89PNG"
     # poison is beaten by full on both axes: not on the defender's frontier
     assert report.frontier([(1.0, 0.31), (0.9, 0.05), (0.8, 0.2)]) == [(1.0, 0.31), (0.9, 0.05)]
+
+
+def test_loggers_get_config_and_results_and_are_closed_when_a_job_crashes(make_cfg, tmp_path):
+    from omegaconf import OmegaConf, open_dict
+
+    from sim.runner import opened
+
+    cfg = make_cfg("attacker.queries=16", "users=none")
+    with open_dict(cfg):
+        cfg.logger = OmegaConf.load(ROOT / "configs" / "logger" / "csv.yaml")
+    sim.run(cfg, tmp_path, log=lambda *a: None)
+    logs = tmp_path / "student_logs"
+    assert "attacker.queries: 16" in (logs / "hparams.yaml").read_text()
+    assert "results/transfer/mean" in (logs / "metrics.csv").read_text().splitlines()[0]
+
+    class Run:
+        finished = False
+
+        def finish(self):
+            Run.finished = True
+
+    class Logger:
+        experiment = Run()
+
+    with pytest.raises(RuntimeError):
+        with opened(Logger()):
+            raise RuntimeError("the student ran out of memory")
+    assert Run.finished
+
+
+@pytest.mark.slow
+def test_wandb_logger_runs_offline(make_cfg, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf, open_dict
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("attacker.queries=16", "users=none")
+    with open_dict(cfg):
+        cfg.logger = OmegaConf.load(ROOT / "configs" / "logger" / "wandb.yaml")
+    sim.run(cfg, tmp_path / "run", log=lambda *a: None)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # in the run directory
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
