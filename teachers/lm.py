@@ -29,9 +29,12 @@ class Completion:
 class CharLM:
     """A GPT-2 over the char vocabulary with batched, KV-cached generation."""
 
-    def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None):
+    def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None, engine: bool = True):
         self.model = model.eval()
         self.tok = tokenizer or CharTokenizer()
+        # the batched serving engine (teachers.engine) for GPT-2 models; `generate` otherwise
+        self.use_engine = engine and getattr(model.config, "model_type", "") == "gpt2" and isinstance(
+            model, GPT2LMHeadModel)
         # special ids: the char vocabulary's, or those of a checkpoint's own tokenizer (`teachers.hf`)
         ids = getattr(self.tok, "special", None) or {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP}
         self.pad, self.bos, self.eos, self.sep = ids["pad"], ids["bos"], ids["eos"], ids["sep"]
@@ -63,6 +66,9 @@ class CharLM:
         batch generates `stage` new tokens at a time, and after each stage only the unfinished
         requests go on, re-batched with what they have so far (a plain answer is done after
         the first stage; the re-encoding costs one prefill per stage)."""
+        if self.use_engine:
+            return self._engine_generate(prompts, max_new_tokens, logits_processors, top_k_logprobs, temperature,
+                                         seed, batch_size)
         if temperature > 0:
             torch.manual_seed(seed)
         texts, tops = [""] * len(prompts), [[] for _ in prompts]
@@ -76,7 +82,46 @@ class CharLM:
                 tops[i] += c.top_logprobs or []
             active = [i for i, c in zip(active, outs) if not c.finished]
             done_tokens += step
-        return [Completion(t, tp if top_k_logprobs > 0 else None) for t, tp in zip(texts, tops)]
+        unfinished = set(active)
+        return [Completion(t, tp if top_k_logprobs > 0 else None, finished=i not in unfinished)
+                for i, (t, tp) in enumerate(zip(texts, tops))]
+
+    def _engine_generate(self, prompts, max_new_tokens, logits_processors, top_k, temperature, seed, batch_size):
+        """Each batch in one engine call: static KV cache, finished rows leave the batch."""
+        from teachers.engine import Engine
+
+        if getattr(self, "_engine", None) is None or self._engine.model is not self.model:
+            self._engine = Engine(self.model)
+        gen = torch.Generator(device=self.model.device).manual_seed(seed) if temperature > 0 else None
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, Completion] = {}
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            encoded = [self.tok.request_ids(prompts[i]) for i in idx]
+            width = max(len(e) for e in encoded)
+            n_new = min(max_new_tokens, self.n_positions - width)
+            if n_new <= 0:
+                raise ValueError(f"a request of {width} tokens does not fit the context of {self.n_positions}")
+            input_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
+            attention = torch.zeros_like(input_ids)
+            for j, e in enumerate(encoded):
+                input_ids[j, width - len(e) :] = torch.tensor(e)
+                attention[j, width - len(e) :] = 1
+            out, tops = self._engine.generate(
+                input_ids, attention, max_new_tokens=n_new, eos=self.eos, suppress=[self.pad, self.bos, self.sep],
+                logits_processors=list(logits_processors), temperature=temperature, top_k=top_k, generator=gen)
+            out = out.tolist()
+            if top_k:
+                top_vals, top_inds = tops[0].tolist(), tops[1].tolist()
+            for j, i in enumerate(idx):
+                ids = out[j]
+                n = ids.index(self.eos) if self.eos in ids else len(ids)
+                top = None
+                if top_k:
+                    top = [[(self._tok_text(t), v) for t, v in zip(ti, vi)]
+                           for vi, ti in zip(top_vals[j][:n], top_inds[j][:n])]
+                results[i] = Completion(self.tok.decode(ids[:n]), top, finished=self.eos in ids)
+        return [results[i] for i in range(len(prompts))]
 
     def _generate_all(self, prompts, continuations, max_new_tokens, logits_processors, top_k, temperature,
                       batch_size) -> list[Completion]:

@@ -1,0 +1,137 @@
+"""A batched serving engine for the built-in GPT-2 teacher: one tick's requests in one call.
+
+What Hugging Face `generate` spends per step on a small model is Python: cache objects,
+processor plumbing, stopping criteria, for a few microseconds of arithmetic. This engine runs
+the same GPT-2 computation (the model's own weights, the same position ids and masks) as a
+tight decode loop:
+
+- a KV cache pre-allocated for the whole batch ([layers, batch, heads, prompt + new, head
+  dim]), written in place; mixed prompt lengths by left padding;
+- rows that finished (EOS) leave the batch: every `compact_every` steps the cache and the
+  buffers are re-indexed to the live rows, so finished requests stop costing work;
+- logits processors with the Hugging Face contract (`processor(input_ids, scores)`), the
+  suppressed special ids, greedy or sampled decoding (temperature), and per-token top-k
+  log-probabilities of the processed scores, as an API exposes them;
+- device-agnostic (CPU or CUDA); `compile=True` wraps the decode step in `torch.compile`.
+
+Greedy decoding gives the same tokens as `model.generate` up to floating-point ties (a test
+checks it on the held-out set). Sampled decoding is reproducible from its seed but draws its
+own random numbers, so it does not reproduce `generate`'s samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class Engine:
+    def __init__(self, model, compile: bool = False, compact_every: int = 8):
+        cfg = model.config
+        if getattr(cfg, "model_type", "") != "gpt2":
+            raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
+        if cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"the serving engine implements gelu_new, not {cfg.activation_function!r}")
+        t = model.transformer
+        self.model, self.t = model, t
+        self.n_head, self.eps = cfg.n_head, cfg.layer_norm_epsilon
+        self.n_layer, self.n_embd, self.n_positions = cfg.n_layer, cfg.n_embd, cfg.n_positions
+        self.head_dim = self.n_embd // self.n_head
+        self.compact_every = compact_every
+        self._step = torch.compile(self.step, dynamic=True) if compile else self.step
+
+    # -- the GPT-2 computation (HF `GPT2Block`: pre-LN attention and MLP, tied head)
+
+    def _ln(self, x, ln):
+        return F.layer_norm(x, (self.n_embd,), ln.weight, ln.bias, self.eps)
+
+    def _heads(self, x):  # [B, T, E] -> [B, H, T, D]
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+
+    def forward(self, ids, pos, cache_k, cache_v, start: int, mask):
+        """Tokens `ids` [B, T] at positions `pos` [B, T], written to the cache at
+        [start, start + T); attention over the cache [0, start + T) under `mask`
+        [B, 1, T, start + T] (True = may attend). Returns the last position's logits."""
+        h = self.t.wte(ids) + self.t.wpe(pos)
+        end = start + ids.shape[1]
+        for i, block in enumerate(self.t.h):
+            a = self._ln(h, block.ln_1)
+            q, k, v = (a @ block.attn.c_attn.weight + block.attn.c_attn.bias).split(self.n_embd, dim=2)
+            cache_k[i, :, :, start:end] = self._heads(k)
+            cache_v[i, :, :, start:end] = self._heads(v)
+            o = F.scaled_dot_product_attention(self._heads(q), cache_k[i, :, :, :end], cache_v[i, :, :, :end],
+                                               attn_mask=mask)
+            o = o.transpose(1, 2).reshape(h.shape)
+            h = h + (o @ block.attn.c_proj.weight + block.attn.c_proj.bias)
+            m = self._ln(h, block.ln_2) @ block.mlp.c_fc.weight + block.mlp.c_fc.bias
+            m = F.gelu(m, approximate="tanh")
+            h = h + (m @ block.mlp.c_proj.weight + block.mlp.c_proj.bias)
+        h = self._ln(h[:, -1], self.t.ln_f)
+        return h @ self.t.wte.weight.T
+
+    def step(self, ids, pos, cache_k, cache_v, start: int, mask):
+        return self.forward(ids, pos, cache_k, cache_v, start, mask)
+
+    # -- decoding
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int, eos: int,
+                 suppress=(), logits_processors=(), temperature: float = 0.0, top_k: int = 0,
+                 generator: torch.Generator | None = None):
+        """Decode a left-padded batch. Returns the new token ids [B, max_new_tokens] (after a
+        row's first EOS: filler) and, with `top_k`, (log-probs, ids) [B, max_new_tokens, k]."""
+        device = self.t.wte.weight.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device).bool()
+        B, W = input_ids.shape
+        N = W + max_new_tokens
+        if N > self.n_positions:
+            raise ValueError(f"{W} prompt + {max_new_tokens} new tokens exceed the context of {self.n_positions}")
+        dtype = self.t.wte.weight.dtype
+        cache_k = torch.zeros(self.n_layer, B, self.n_head, N, self.head_dim, dtype=dtype, device=device)
+        cache_v = torch.zeros_like(cache_k)
+        tokens = torch.full((B, N), eos, dtype=torch.long, device=device)
+        tokens[:, :W] = input_ids
+        keys = torch.zeros(B, N, dtype=torch.bool, device=device)  # which cache slots hold real tokens
+        keys[:, :W] = attention_mask
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        causal = torch.ones(W, W, dtype=torch.bool, device=device).tril()
+        mask = (causal[None] & attention_mask[:, None, :])[:, None]  # [B, 1, W, W]
+        # a fully padded query row would attend to nothing: let it see itself (its output is unused)
+        mask = mask | torch.eye(W, dtype=torch.bool, device=device)[None, None]
+        logits = self._step(input_ids, pos, cache_k, cache_v, 0, mask)
+        next_pos = pos[:, -1] + 1
+        rows = torch.arange(B, device=device)  # original row of each live row
+        out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=device)
+        top_vals = torch.zeros(B, max_new_tokens, max(top_k, 1), device=device)
+        top_inds = torch.zeros(B, max_new_tokens, max(top_k, 1), dtype=torch.long, device=device)
+        suppress = [s for s in suppress if s != eos]
+        for t in range(max_new_tokens):
+            scores = logits.float()
+            if suppress:
+                scores[:, suppress] = -math.inf
+            for proc in logits_processors:
+                scores = proc(tokens[:, : W + t], scores)
+            if temperature > 0:
+                scores = scores / temperature
+                nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+            else:
+                nxt = scores.argmax(-1)
+            if top_k:
+                top_vals[rows, t], top_inds[rows, t] = scores.log_softmax(-1).topk(top_k, dim=-1)
+            out[rows, t] = nxt
+            tokens[:, W + t] = nxt
+            keys[:, W + t] = True
+            live = nxt != eos
+            if t + 1 == max_new_tokens or not bool(live.any()):
+                break
+            if (t + 1) % self.compact_every == 0 and not bool(live.all()):
+                idx = live.nonzero().squeeze(1)
+                rows, tokens, keys, next_pos, nxt = rows[idx], tokens[idx], keys[idx], next_pos[idx], nxt[idx]
+                cache_k, cache_v = cache_k[:, idx], cache_v[:, idx]
+            end = W + t + 1
+            logits = self._step(nxt[:, None], next_pos[:, None], cache_k, cache_v, W + t, keys[:, None, None, :end])
+            next_pos = next_pos + 1
+        return out, ((top_vals, top_inds) if top_k else None)

@@ -1,0 +1,63 @@
+"""The serving engine decodes what Hugging Face `generate` decodes (greedy), with processors
+and top-k log-probs, while finished rows leave the batch."""
+
+import random
+
+import pytest
+import torch
+
+from teachers.engine import Engine
+from teachers.lm import CharLM
+from teachers.vocab import build_gpt
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(1)
+    model = build_gpt(n_layer=2, n_embd=32, n_head=2, n_positions=96)
+    # a random model that ends some answers early: a large EOS bias makes lengths vary
+    model.lm_head.weight.data[2] += 0.15 * torch.randn(32)
+    return CharLM(model), CharLM(model, engine=False)
+
+
+def prompts(n=60):
+    rng = random.Random(0)
+    words = ["calc 1+2", "why run abcd rev", "kb zora boss city", "tbl max ka3 lo7", "why tool for 2"]
+    return [rng.choice(words) + " " * rng.randrange(4) + "x" * rng.randrange(12) for _ in range(n)]
+
+
+def test_greedy_engine_equals_hf_generate_with_top_k(pair):
+    fast, hf = pair
+    ps = prompts()
+    a = fast.generate(ps, max_new_tokens=40, top_k_logprobs=3, batch_size=16)
+    b = hf.generate(ps, max_new_tokens=40, top_k_logprobs=3, batch_size=16)
+    assert [c.text for c in a] == [c.text for c in b]
+    assert len({len(c.text) for c in a}) > 3  # lengths vary: rows finished at different steps
+    for x, y in zip(a, b):
+        assert [t for t, _ in sum(x.top_logprobs, [])] == [t for t, _ in sum(y.top_logprobs, [])]
+        assert max((abs(u - v) for (_, u), (_, v) in zip(sum(x.top_logprobs, []), sum(y.top_logprobs, []))),
+                   default=0) < 1e-4
+        assert x.finished == y.finished
+
+
+def test_engine_applies_processors_like_generate(pair):
+    from defenses.watermark import GreenList, WatermarkProcessor
+
+    fast, hf = pair
+    green = GreenList(7, 0.25, 1, fast.tok.vocab_size)
+    ps = prompts(24)
+    a = fast.generate(ps, max_new_tokens=30, logits_processors=[WatermarkProcessor(green, 4.0)])
+    b = hf.generate(ps, max_new_tokens=30, logits_processors=[WatermarkProcessor(green, 4.0)])
+    assert [c.text for c in a] == [c.text for c in b]
+    plain = fast.generate(ps, max_new_tokens=30)
+    assert [c.text for c in a] != [c.text for c in plain]
+
+
+def test_engine_rejects_other_architectures():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(ValueError, match="GPT-2"):
+        Engine(tiny)
+    assert not CharLM(tiny).use_engine  # such a checkpoint is served by `generate`
