@@ -15,7 +15,7 @@ run: $(STAMP)
 	$(PY) experiments/run.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 $(ARGS)
 
 # retrain the default (scale=small) teacher and ship it in teachers/shipped/
 teacher: $(STAMP)

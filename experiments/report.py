@@ -47,7 +47,8 @@ def load(dirs) -> pd.DataFrame:
 
 
 def varying_keys(df: pd.DataFrame) -> list[str]:
-    keys = [c for c in df.columns if c.startswith("config/") and not c.startswith(SKIP)]
+    # seeds, including a component's own `${seed}` (defense.watermark.seed), are what a mean is over
+    keys = [c for c in df.columns if c.startswith("config/") and not c.startswith(SKIP) and not c.endswith(".seed")]
     return [k for k in keys if df[k].astype(str).nunique() > 1]
 
 

@@ -30,6 +30,7 @@ def make_cfg(teacher_cache):
             del cfg["hydra"]
             cfg.cache_dir = str(teacher_cache)
             cfg.logger = None  # no training curves in tests unless asked for
+            cfg.threads = 1  # `make test` runs two pytest workers on two cores
             cfg.choices = {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
         return cfg
 

@@ -46,8 +46,9 @@ def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[flo
     gw = Gateway(teacher, world.stack, seed=0, **dict(cfg.gateway))
     for a in accs:
         gw.open_account(a)
+    # start a day in, when every account's identity check has cleared (the `identity` friction)
     served, t0 = 0, time.perf_counter()
-    for tick, b in enumerate(range(0, len(prompts), per_tick)):
+    for tick, b in enumerate(range(0, len(prompts), per_tick), start=24 * 60 // int(cfg.clock.tick_minutes)):
         batch = [(accs[(b + i) % len(accs)], p) for i, p in enumerate(prompts[b : b + per_tick])]
         served += sum(e.status == "served" for e in gw.serve(tick, batch))
         if (tick + 1) % gw.observe_every == 0:
