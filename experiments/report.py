@@ -22,7 +22,7 @@ import pandas as pd
 
 # the better direction for the side a metric measures: transfer, fidelity and coverage the
 # attacker's; utility and detection the defender's (no arrow: context, not a score)
-ARROWS = {"transfer": "↑", "fidelity": "↑", "student": "↑", "coverage": "↑", "utility/relative": "↑",
+ARROWS = {"transfer": "↑", "fidelity": "↑", "student/acc": "↑", "coverage": "↑", "utility/relative": "↑",
           "utility/false_ban_rate": "↓", "detection/precision": "↑", "detection/recall": "↑",
           "detection/ticks_to_first_ban": "↓", "detection/leaked_before_ban": "↓"}
 DEFAULT_METRICS = ("transfer/mean", "transfer/net", "fidelity", "coverage/kb", "student/acc", "teacher/acc",
