@@ -61,6 +61,16 @@ def _fmt(values: pd.Series) -> str:
     return f"{v.mean():.3f} ± {v.std():.3f}"
 
 
+def _groups(df: pd.DataFrame, by: list[str]):
+    """(row of the group's key values and n, the group's runs) per group."""
+    groups = df.groupby(by, sort=True, dropna=False) if by else [((), df)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = {k.removeprefix("config/").removeprefix("choice/"): v for k, v in zip(by, key)}
+        row["n"] = len(g)
+        yield row, g
+
+
 def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     skills = sorted(c for c in df.columns if c.startswith("transfer/") and c not in ("transfer/mean", "transfer/net"))
     metrics = list(metrics or [*DEFAULT_METRICS[:2], *skills, *DEFAULT_METRICS[2:]])
@@ -69,12 +79,8 @@ def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     # a metric that only echoes a grouping key (attacker/queries when sweeping the budget) is noise
     echoed = {k.removeprefix("config/").replace(".", "/") for k in by}
     metrics = [m for m in metrics if m not in echoed]
-    groups = df.groupby(by, sort=True, dropna=False) if by else [((), df)]
     out = []
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        row = {k.removeprefix("config/").removeprefix("choice/"): v for k, v in zip(by, key)}
-        row["n"] = len(g)
+    for row, g in _groups(df, by):
         for m in metrics:
             arrow = ARROWS.get(m, ARROWS.get(m.split("/")[0], ""))
             row[f"{m} {arrow}".strip()] = _fmt(g[m])
@@ -91,12 +97,8 @@ def numbers(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     by = list(by) if by is not None else varying_keys(df)
     metrics = [m for m in (metrics or df.columns) if m in df.columns and m != "run_dir" and not m.startswith(("config/", "choice/"))
                and pd.api.types.is_numeric_dtype(df[m])]
-    groups = df.groupby(by, sort=True, dropna=False) if by else [((), df)]
     out = []
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        row = {k.removeprefix("config/").removeprefix("choice/"): v for k, v in zip(by, key)}
-        row["n"] = len(g)
+    for row, g in _groups(df, by):
         for m in metrics:
             row[f"{m}/mean"], row[f"{m}/std"] = g[m].mean(), g[m].std()
         out.append(row)

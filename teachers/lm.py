@@ -102,11 +102,7 @@ class CharLM:
             n_new = min(max_new_tokens, self.n_positions - width)
             if n_new <= 0:
                 raise ValueError(f"a request of {width} tokens does not fit the context of {self.n_positions}")
-            input_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
-            attention = torch.zeros_like(input_ids)
-            for j, e in enumerate(encoded):
-                input_ids[j, width - len(e) :] = torch.tensor(e)
-                attention[j, width - len(e) :] = 1
+            input_ids, attention = self._left_pad(encoded, width)
             out, tops = self._engine.generate(
                 input_ids, attention, max_new_tokens=n_new, eos=self.eos, suppress=[self.pad, self.bos, self.sep],
                 logits_processors=list(logits_processors), temperature=temperature, top_k=top_k, generator=gen)
@@ -144,11 +140,7 @@ class CharLM:
                 if any(continuations):  # a continuation filled the context: nothing more to say
                     return [Completion("", [] if top_k else None, finished=True) for _ in prompts]
                 raise ValueError(f"a request of {width} tokens does not fit the context of {self.n_positions}")
-        input_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for i, e in enumerate(encoded):
-            input_ids[i, width - len(e) :] = torch.tensor(e)
-            attention[i, width - len(e) :] = 1
+        input_ids, attention = self._left_pad(encoded, width)
         gen = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
@@ -182,6 +174,14 @@ class CharLM:
                 tops = [[(self._tok_text(t), v) for t, v in zip(ti, vi)] for ti, vi in zip(inds, vals)]
             completions.append(Completion(self.tok.decode(ids[:n]), tops, finished=self.eos in ids))
         return completions
+
+    def _left_pad(self, encoded: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for i, e in enumerate(encoded):
+            input_ids[i, width - len(e) :] = torch.tensor(e)
+            attention[i, width - len(e) :] = 1
+        return input_ids, attention
 
     def _tok_text(self, t: int) -> str:
         names = {self.pad: "<pad>", self.bos: "<bos>", self.sep: "<sep>", self.eos: "<eos>"}
