@@ -24,6 +24,7 @@ import math
 from collections import Counter as Tally
 from dataclasses import dataclass
 
+from defenses.shaping import split
 from sim.tasks.base import ANSWER_MARK, final_answer
 
 PARAPHRASES = ("none", "rules")
@@ -32,10 +33,7 @@ DROPS = ("none", "inconsistent", "low_confidence")
 
 def rules_paraphrase(response: str) -> str:
     """The rationale in the attacker's notation; the final answer untouched."""
-    if ANSWER_MARK not in response:
-        return response
-    head, answer = response.rsplit(ANSWER_MARK, 1)
-    steps = head.split()
+    steps, answer = split(response)
     if not steps:
         return response
     return ";".join(s.replace("=", ":") for s in steps) + ";" + ANSWER_MARK + answer
@@ -43,10 +41,7 @@ def rules_paraphrase(response: str) -> str:
 
 def consistent(response: str) -> bool:
     """The final answer is what the last step arrives at (its text after the last `=`)."""
-    if ANSWER_MARK not in response:
-        return True
-    head, answer = response.rsplit(ANSWER_MARK, 1)
-    steps = head.split()
+    steps, answer = split(response)
     if not steps:
         return True
     return steps[-1].rsplit("=", 1)[-1].endswith(answer.strip())

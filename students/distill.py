@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -182,7 +183,7 @@ def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size
 
 
 @dataclass
-class Student:
+class Student(ABC):
     """A student's shape and training budget; subclasses say where its weights start
     (`build`). `distill` fits it on a harvest with the recipe."""
     n_layer: int = 2
@@ -205,8 +206,9 @@ class Student:
         if not isinstance(self.recipe, Recipe):
             raise ValueError(f"student.recipe must build a students.distill.Recipe, got {self.recipe!r}")
 
+    @abstractmethod
     def build(self, seed: int, suite=None, cache_dir=None, log=print) -> CharLM:
-        raise NotImplementedError
+        """The student before distillation (its weights: random, or the attacker's base)."""
 
     def prepare(self, student: CharLM) -> CharLM:
         """Wrap the model for training (LoRA adapters); the default trains every weight."""
