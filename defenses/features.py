@@ -48,8 +48,8 @@ def _core(p: str) -> str:
     return " ".join(words[i + 1:])
 
 
-def request_features(rows: pd.DataFrame, utc_offset: dict[str, int], tick_minutes: int) -> pd.DataFrame:
-    """Per-request columns the account features aggregate (rows in time order)."""
+def request_features(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-request columns read from the text, for `aggregate` (rows in time order)."""
     p = rows["prompt"]
     cells = p.map(lambda s: cell(s))
     out = pd.DataFrame({
@@ -64,21 +64,73 @@ def request_features(rows: pd.DataFrame, utc_offset: dict[str, int], tick_minute
         "core": p.map(_core).to_numpy(),
         "answer": rows["response"].str.rsplit("#", n=1).str[-1].str.strip().to_numpy(),
     })
-    hours = (out["tick"] * tick_minutes / 60 + out["account"].map(utc_offset).fillna(0)) % 24
-    out["night"] = (hours < 6).to_numpy()
     prev = out.groupby("account", sort=False).shift(1)
     same_q = out["core"] == prev["core"]  # the same question again (a "why?" re-ask)
     hop = [bool(a) and f" {a} " in f" {c} " for a, c in zip(prev["answer"].fillna(""), out["core"])]
     out["followup"] = (same_q | np.array(hop)) & prev["core"].notna()
-    out["switch"] = (out["command"] != prev["command"]) & prev["command"].notna()
-    out["gap"] = out["tick"] - prev["tick"]
-    out["order"] = out.groupby("account", sort=False).cumcount()
     return out
 
 
-def _entropy(counts: pd.Series) -> float:
-    q = counts / counts.sum()
-    return float(-(q * np.log2(q)).sum())
+def aggregate(account: np.ndarray, tick: np.ndarray, cols: dict[str, np.ndarray], utc_offset: np.ndarray,
+              tick_minutes: int, min_requests: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The account features from per-request columns, in numpy only (no per-row Python), so
+    the same code serves a 100-account run and an incident-scale replay.
+
+    `account`: integer account index per request; `tick`: its tick, rows in time order;
+    `cols`: `why`, `templated`, `typo`, `followup` (bools), `command`, `cell`, `length`
+    (integers); `utc_offset`: hours, per account index. Returns (the accounts with at least
+    `min_requests` requests, sorted; their FEATURES matrix, float64).
+    """
+    order = np.argsort(account, kind="stable")  # each account's rows in time order
+    acc, t = account[order], tick[order].astype(np.int64)
+    ids, first, n = np.unique(acc, return_index=True, return_counts=True)
+    seg = np.repeat(np.arange(len(ids)), n)  # segment number of every row
+    c = {k: np.asarray(v)[order] for k, v in cols.items()}
+    has_prev = np.ones(len(acc), bool)
+    has_prev[first] = False
+
+    def total(x):
+        return np.bincount(seg, weights=np.asarray(x, float), minlength=len(ids))
+
+    def prev(x):
+        return np.concatenate([x[:1], x[:-1]])
+
+    pairs = np.maximum(n - 1, 1)
+    span_days = (np.maximum.reduceat(t, first) - np.minimum.reduceat(t, first) + 1) * tick_minutes / (24 * 60)
+    # cells: entropy log2(n) - sum c log2 c / n over each account's cell counts
+    m = int(c["cell"].max()) + 1 if len(acc) else 1
+    cell_keys, cell_n = np.unique(seg.astype(np.int64) * m + c["cell"], return_counts=True)
+    cell_seg = cell_keys // m
+    clog = np.bincount(cell_seg, weights=cell_n * np.log2(cell_n), minlength=len(ids))
+    distinct = np.bincount(cell_seg, minlength=len(ids))
+    # inter-arrival gaps (each account's first row has none)
+    gap = np.where(has_prev, t - prev(t), 0).astype(float)
+    g_mean = total(gap) / pairs
+    g_var = np.maximum(total(np.where(has_prev, gap ** 2, 0.0)) / pairs - g_mean ** 2, 0.0)
+    gap_cv = np.where((n > 1) & (g_mean > 0), np.sqrt(g_var) / np.where(g_mean > 0, g_mean, 1), 0.0)
+    hours = (t * tick_minutes / 60 + utc_offset[acc]) % 24
+    # difficulty progression: Pearson correlation of a request's order with its length
+    o = np.arange(len(acc)) - np.repeat(first, n)
+    x, y = o.astype(float), c["length"].astype(float)
+    sx, sy, sxy, sxx, syy = total(x), total(y), total(x * y), total(x * x), total(y * y)
+    cov, vx, vy = sxy - sx * sy / n, sxx - sx ** 2 / n, syy - sy ** 2 / n
+    ok = (n > 2) & (vx > 1e-9) & (vy > 1e-9)
+    trend = np.where(ok, cov / np.sqrt(np.where(ok, vx * vy, 1.0)), 0.0)
+    feats = np.column_stack([
+        np.log1p(n / np.maximum(span_days, 1.0)),
+        total(c["why"]) / n,
+        total(c["templated"]) / n,
+        total(c["typo"]) / n,
+        np.log2(n) - clog / n,
+        distinct / n,
+        total(has_prev & (c["command"] != prev(c["command"]))) / pairs,
+        total(has_prev & c["followup"]) / pairs,
+        gap_cv,
+        total(hours < 6) / n,
+        trend,
+    ])
+    keep = n >= min_requests
+    return ids[keep], feats[keep]
 
 
 def account_features(rows: pd.DataFrame, utc_offset: dict[str, int], tick_minutes: int,
@@ -86,24 +138,13 @@ def account_features(rows: pd.DataFrame, utc_offset: dict[str, int], tick_minute
     """One row per account with at least `min_requests` requests in `rows`, indexed by account."""
     if rows.empty:
         return pd.DataFrame(columns=FEATURES)
-    r = request_features(rows, utc_offset, tick_minutes)
-    g = r.groupby("account", sort=True)
-    n = g.size()
-    days = (g["tick"].max() - g["tick"].min() + 1) * tick_minutes / (24 * 60)
-    gap_mean, gap_std = g["gap"].mean(), g["gap"].std(ddof=0)
-    cells = r.groupby(["account", "cell"]).size()
-    feats = pd.DataFrame({
-        "log_volume": np.log1p(n / days.clip(lower=1.0)),
-        "why_rate": g["why"].mean(),
-        "template_rate": g["templated"].mean(),
-        "typo_rate": g["typo"].mean(),
-        "cell_entropy": cells.groupby(level=0).apply(_entropy),
-        "cell_coverage": cells.groupby(level=0).size() / n,
-        "switch_rate": g["switch"].sum() / (n - 1).clip(lower=1),
-        "followup_rate": g["followup"].sum() / (n - 1).clip(lower=1),
-        "gap_cv": (gap_std / gap_mean.replace(0, np.nan)).fillna(0.0),
-        "night_rate": g["night"].mean(),
-        "length_trend": g[["order", "length"]].apply(
-            lambda d: d["order"].corr(d["length"]) if len(d) > 2 and d["length"].nunique() > 1 else 0.0),
-    })
-    return feats[n >= min_requests].fillna(0.0).astype(float)
+    r = request_features(rows)
+    names, account = np.unique(r["account"].to_numpy(), return_inverse=True)
+    cols = {k: r[k].to_numpy() for k in ("why", "templated", "typo")}
+    cols["followup"] = r["followup"].to_numpy(bool)
+    cols["command"] = pd.factorize(r["command"])[0]
+    cols["cell"] = pd.factorize(r["cell"])[0]
+    cols["length"] = r["length"].to_numpy()
+    offsets = np.array([utc_offset.get(a, 0) for a in names], float)
+    ids, x = aggregate(account, r["tick"].to_numpy(), cols, offsets, tick_minutes, min_requests)
+    return pd.DataFrame(x, index=pd.Index(names[ids], name="account"), columns=list(FEATURES))

@@ -34,6 +34,62 @@ from defenses.base import Defense, Stack
 from defenses.features import FEATURES, account_features
 
 
+class Classifier:
+    """Standardised features -> logistic regression or a one-hidden-layer MLP (torch), with
+    the threshold τ set on the benign calibration accounts for a target false-positive rate.
+    Shared by the `Fingerprint` defense and the incident-scale replay (`sim.incident`)."""
+
+    def __init__(self, model: str = "logreg", epochs: int = 300, seed: int = 0, target_fpr: float = 0.01):
+        self.model_kind, self.epochs, self.seed, self.target_fpr = model, epochs, seed, target_fpr
+        self.net = None
+        self.tau = float("inf")
+
+    def fit(self, x: np.ndarray, y: np.ndarray, accounts) -> dict:
+        """Train on labelled calibration snapshots (`accounts`: whose snapshot each row is)."""
+        x = np.asarray(x, np.float32)
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        self.cal_x, self.cal_y, self.cal_accounts = x, np.asarray(y, np.float32), pd.Index(accounts)
+        self._fit((x - self.mu) / self.sd, self.cal_y)
+        self._set_threshold()
+        attack = self.cal_y == 1
+        attack_max = pd.Series(self.score(x[attack]), index=self.cal_accounts[attack]).groupby(level=0).max()
+        return {"accounts_benign": int(self.cal_accounts[~attack].nunique()), "accounts_attack": int(len(attack_max)),
+                "tau": self.tau, "recall_at_tau": float((attack_max > self.tau).mean())}
+
+    def _set_threshold(self) -> None:
+        """τ: the (1 - target_fpr) quantile of benign calibration accounts' highest score."""
+        benign = self.cal_y == 0
+        best = pd.Series(self.score(self.cal_x[benign]), index=self.cal_accounts[benign]).groupby(level=0).max()
+        self.tau = float(np.quantile(best, 1 - self.target_fpr))
+
+    def retrain(self, positives: np.ndarray) -> None:
+        """Refit on the calibration data plus `positives` (e.g. banned accounts' features)."""
+        x = np.concatenate([self.cal_x, positives]).astype(np.float32)
+        y = np.concatenate([self.cal_y, np.ones(len(positives), np.float32)])
+        self._fit((x - self.mu) / self.sd, y)
+        self._set_threshold()
+
+    def _fit(self, x: np.ndarray, y: np.ndarray) -> None:
+        torch.manual_seed(self.seed)
+        d = x.shape[1]
+        self.net = (torch.nn.Linear(d, 1) if self.model_kind == "logreg"
+                    else torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        pos = float(yt.mean())
+        weight = torch.where(yt > 0, 0.5 / max(pos, 1e-6), 0.5 / max(1 - pos, 1e-6))  # balance the classes
+        opt = torch.optim.Adam(self.net.parameters(), lr=0.05, weight_decay=1e-4)
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net(xt).squeeze(-1), yt, weight=weight)
+            loss.backward()
+            opt.step()
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            z = torch.from_numpy(((x - self.mu) / self.sd).astype(np.float32))
+            return self.net(z).squeeze(-1).numpy()
+
+
 class Fingerprint(Defense):
     def __init__(self, suite, users, clock, campaigns: Sequence, target_fpr: float = 0.01,
                  action: str = "flag", window_ticks: int = 144, score_every: int = 36, min_requests: int = 8,
@@ -54,11 +110,10 @@ class Fingerprint(Defense):
         if not campaigns:
             raise ValueError("defense.fingerprint.campaigns is empty: the calibration needs attack traffic")
         self.suite, self.users, self.clock, self.campaigns = suite, users, clock, list(campaigns)
-        self.target_fpr, self.action, self.window_ticks = target_fpr, action, window_ticks
-        self.score_every, self.min_requests, self.model_kind = score_every, min_requests, model
-        self.epochs, self.seed, self.calibration_seed = epochs, seed, calibration_seed
+        self.action, self.window_ticks = action, window_ticks
+        self.score_every, self.min_requests, self.calibration_seed = score_every, min_requests, calibration_seed
         self.adaptive_every, self.last_retrained, self.retrains = adaptive_every, 0, 0
-        self.net = None
+        self.clf = Classifier(model, epochs, seed, target_fpr)
         self.history: list[dict] = []
         self.acted: set[str] = set()
         self.last_scored = -1
@@ -92,50 +147,11 @@ class Fingerprint(Defense):
         offsets = {a.id: a.utc_offset for a in gateway.ctx.accounts.values()}
         snaps = self._snapshots(traffic.log, offsets, traffic.ticks)
         y = np.array([traffic.owner.get(a) != self.users.name for a in snaps.index], dtype=np.float32)
-        x = snaps[list(FEATURES)].to_numpy(np.float32)
-        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
-        self.cal_x, self.cal_y, self.cal_accounts = x, y, snaps.index
-        self._fit((x - self.mu) / self.sd, y)
-        self._set_threshold()
-        scores = self._score(x)
-        attack_max = pd.Series(scores[y == 1], index=snaps.index[y == 1]).groupby(level=0).max()
-        self.calibration = {"accounts_benign": int(pd.Index(self.cal_accounts[y == 0]).nunique()), "accounts_attack": int(len(attack_max)),
-                            "tau": self.tau, "recall_at_tau": float((attack_max > self.tau).mean())}
-
-    def _set_threshold(self) -> None:
-        """τ: the (1 - target_fpr) quantile of benign calibration accounts' highest score."""
-        benign = self.cal_y == 0
-        scores = self._score(self.cal_x[benign])
-        best = pd.Series(scores, index=self.cal_accounts[benign]).groupby(level=0).max()
-        self.tau = float(np.quantile(best, 1 - self.target_fpr))
+        self.calibration = self.clf.fit(snaps[list(FEATURES)].to_numpy(np.float32), y, snaps.index)
 
     def retrain(self, banned_features: np.ndarray) -> None:
-        """Refit on the calibration data plus the banned accounts' features (as attackers)."""
-        x = np.concatenate([self.cal_x, banned_features]).astype(np.float32)
-        y = np.concatenate([self.cal_y, np.ones(len(banned_features), np.float32)])
-        self._fit((x - self.mu) / self.sd, y)
-        self._set_threshold()
+        self.clf.retrain(banned_features)
         self.retrains += 1
-
-    def _fit(self, x: np.ndarray, y: np.ndarray) -> None:
-        torch.manual_seed(self.seed)
-        d = x.shape[1]
-        self.net = (torch.nn.Linear(d, 1) if self.model_kind == "logreg"
-                    else torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        pos = float(yt.mean())
-        weight = torch.where(yt > 0, 0.5 / max(pos, 1e-6), 0.5 / max(1 - pos, 1e-6))  # balance the classes
-        opt = torch.optim.Adam(self.net.parameters(), lr=0.05, weight_decay=1e-4)
-        for _ in range(self.epochs):
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(self.net(xt).squeeze(-1), yt, weight=weight)
-            loss.backward()
-            opt.step()
-
-    def _score(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            z = torch.from_numpy(((x - self.mu) / self.sd).astype(np.float32))
-            return self.net(z).squeeze(-1).numpy()
 
     # -- detection -----------------------------------------------------------------------
     def observe(self, window, ctx) -> list:
@@ -145,7 +161,7 @@ class Fingerprint(Defense):
         if ctx.tick - self.last_scored < self.score_every:
             return []
         self.last_scored = ctx.tick
-        if self.net is None:
+        if self.clf.net is None:
             self.calibrate()
         rows = pd.DataFrame([r for r in self.history if r["tick"] > ctx.tick - self.window_ticks])
         self.history = rows.to_dict("records") if len(rows) else []
@@ -159,7 +175,7 @@ class Fingerprint(Defense):
                 and f.index.isin(list(ctx.banned)).any()):
             self.last_retrained = ctx.tick
             self.retrain(f[f.index.isin(list(ctx.banned))][list(FEATURES)].to_numpy(np.float32))
-        scores = self._score(f[list(FEATURES)].to_numpy(np.float32))
-        hits = [a for a, s in zip(f.index, scores) if s > self.tau and a not in self.acted]
+        scores = self.clf.score(f[list(FEATURES)].to_numpy(np.float32))
+        hits = [a for a, s in zip(f.index, scores) if s > self.clf.tau and a not in self.acted]
         self.acted.update(hits)
         return [Action(self.action, a, by="fingerprint") for a in hits]
