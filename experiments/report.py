@@ -1,7 +1,7 @@
 """Result tables from run directories: `python -m experiments.report DIR... [--out FILE.md]`.
 
 Tables come only from `results.json` files (found recursively, so a Hydra multirun directory
-works). Runs are grouped by every config value that differs between them, except the seed
+works); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped by every config value that differs between them, except the seed
 (or by `--by KEY...`); each cell is mean ± std over the group's seeds, with n, and each
 metric carries the direction that is better for its side (↑/↓).
 
@@ -44,6 +44,22 @@ def load(dirs) -> pd.DataFrame:
     if not rows:
         raise SystemExit(f"no results.json under {', '.join(map(str, dirs))}")
     return pd.DataFrame(rows)
+
+
+def failures(dirs) -> list[tuple[str, str]]:
+    """(job directory, error) of every job that recorded an error.json and has no results."""
+    out = []
+    for d in map(Path, dirs):
+        for f in sorted(d.rglob("error.json")) if d.is_dir() else []:
+            if not (f.parent / "results.json").exists():
+                out.append((str(f.parent), json.loads(f.read_text()).get("error", "?")))
+    return out
+
+
+def failed_section(dirs) -> str:
+    failed = failures(dirs)
+    return "" if not failed else "\n**Failed jobs** (rerun the sweep to run only these):\n\n" + "".join(
+        f"- `{d}`: {e}\n" for d, e in failed)
 
 
 def varying_keys(df: pd.DataFrame) -> list[str]:
@@ -165,7 +181,7 @@ def write(dirs, out: str | Path, metrics=None, by=None) -> list[Path]:
     df = load(dirs)
     summary = summarise(df, metrics, by)
     written = []
-    for suffix, text in ((".md", summary.to_markdown(index=False) + "\n"), (".tex", latex(summary)),
+    for suffix, text in ((".md", summary.to_markdown(index=False) + "\n" + failed_section(dirs)), (".tex", latex(summary)),
                          (".csv", numbers(df, metrics, by).to_csv(index=False))):
         path = out.with_suffix(suffix)
         atomic_write(path, text)
@@ -197,7 +213,7 @@ def main(argv=None) -> None:
     # a key is a results column as given (`choice/attacker`) or a config value (`attacker.queries`)
     by = [k if k.startswith(("config/", "choice/")) else f"config/{k}" for k in args.by] if args.by is not None else None
     md = table(args.dirs, args.metrics, by)
-    print(md)
+    print(md + failed_section(args.dirs))
     if args.out:
         for path in write(args.dirs, args.out, args.metrics, by):
             print(f"wrote {path}")

@@ -120,17 +120,20 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
 
 def adjusted_rand_index(truth, predicted) -> float:
     """Hubert and Arabie's (1985) adjusted Rand index of two labelings of the same items."""
+    import numpy as np
     import pandas as pd
 
     if len(truth) < 2:
         return float("nan")
-    table = pd.crosstab(pd.Series(list(truth)), pd.Series(list(predicted))).to_numpy()
+    # the contingency table's non-zero cells only: incident scale has ~10^5 singleton groups
+    both = pd.DataFrame({"t": list(truth), "p": list(predicted)})
 
     def pairs(x):
-        return (x * (x - 1) / 2).sum()
+        return float((x * (x - 1) / 2).sum())
 
-    index, n = pairs(table), table.sum()
-    a, b = pairs(table.sum(1)), pairs(table.sum(0))
+    n = len(both)
+    index = pairs(both.value_counts().to_numpy(np.float64))
+    a, b = pairs(both["t"].value_counts().to_numpy(np.float64)), pairs(both["p"].value_counts().to_numpy(np.float64))
     expected = a * b / (n * (n - 1) / 2)
     top = (a + b) / 2
     return float((index - expected) / (top - expected)) if top != expected else 1.0

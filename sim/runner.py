@@ -71,6 +71,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def config_hash(cfg: DictConfig) -> str:
+    """A run's identity: the hash of its resolved config (a rerun of a sweep skips a job whose
+    results.json carries the same hash)."""
+    import hashlib
+
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def flat_config(cfg: DictConfig) -> dict:
     """Scalar config leaves as `config/<dotted.key>` (lists as JSON strings), for grouping."""
     out = {}
@@ -130,6 +139,11 @@ def attacker_metrics(attacker, traffic) -> dict:
 def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False) -> dict:
     out = Path(out_dir)
     quiet()
+    if cfg.get("replay"):  # scale=incident: the columnar replay (no text, no student)
+        from sim import incident
+
+        torch.set_num_threads(int(cfg.threads))
+        return incident.run(cfg, out, log=log)
     world = World(cfg)  # every bad value stops here, before any compute
     torch.set_num_threads(int(cfg.threads))
     timings: dict[str, float] = {}
@@ -195,6 +209,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
             "teacher/params": teacher.num_parameters(),
             "seed": int(cfg.seed),
             "git/commit": git_commit(),
+            "config_hash": config_hash(cfg),
             **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())},
             **flat_config(cfg),
         }

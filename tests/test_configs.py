@@ -25,6 +25,12 @@ def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path, request):
         ov.append(f"teacher.path={request.getfixturevalue('hf_checkpoint')}")
     scale = rel.stem if rel.parent == Path("scale") else "tiny"
     cfg = make_cfg(*[o for o in ov if not o.startswith("scale=")], scale=scale)
+    if cfg.replay:  # scale=incident: the columnar replay, validated and built without its compute
+        from sim import incident
+
+        plan = incident.prepare(cfg)
+        assert plan.campaign.n == 24000 and plan.users.n == 60000 and plan.fp and plan.cl
+        return
     world = World(cfg)
     assert world.suite.eval_set and world.attacker.queries >= 0
     if rel.parent == Path("logger"):

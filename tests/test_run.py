@@ -174,3 +174,20 @@ def test_wandb_logger_runs_offline(make_cfg, tmp_path, monkeypatch):
     sim.run(cfg, tmp_path / "run", log=lambda *a: None)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # in the run directory
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_a_crashed_job_does_not_stop_the_sweep_and_a_rerun_runs_only_it(tmp_path, teacher_cache):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "scale=tiny", "attacker.queries=16,-1", f"cache_dir={teacher_cache}", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "threads=1", f"hydra.sweep.dir={sweep}")
+    p = cli(*args)
+    assert p.returncode == 0, p.stderr[-2000:]
+    done, failed = sweep / "0" / "results.json", sweep / "1" / "error.json"
+    assert done.exists() and failed.exists() and not (sweep / "1" / "results.json").exists()
+    assert "attacker.queries=-1" in json.loads(failed.read_text())["error"]
+    assert "Failed jobs" in (sweep / "report.md").read_text() and str(sweep / "1") in (sweep / "report.md").read_text()
+    first = (done.stat().st_mtime_ns, failed.stat().st_mtime_ns)
+    p = cli(*args)  # the rerun: the finished job is skipped, the crashed one runs again
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert done.stat().st_mtime_ns == first[0] and failed.stat().st_mtime_ns > first[1]
