@@ -148,11 +148,11 @@ class Population:
                 "typo": rng.random(len(persona)) < self.typo_rate[persona],
                 "followup": rng.random(len(persona)) < self.followup_rate[persona]}
 
-    def tick(self, t: int, rng: np.random.Generator, cycle: np.ndarray, shift: np.ndarray, tick_minutes: int,
-             live: np.ndarray) -> tuple[np.ndarray, dict]:
+    def tick(self, t: int, rng: np.random.Generator, cycle: np.ndarray, shift: np.ndarray,
+             tick_minutes: int) -> tuple[np.ndarray, dict]:
         p = self.persona
         tpd = len(cycle)
-        idle = (self.left == 0) & live
+        idle = self.left == 0
         act = cycle[(t + shift) % tpd]
         spd = self.sessions_per_day[p]
         # power users start their sessions at the same ticks every day; others when the cycle says
@@ -163,7 +163,7 @@ class Population:
         self.length[s] = rng.geometric(1 / self.session_len[p[s]])
         self.left[s], self.pos[s] = self.length[s], 0
         self.skill[s] = self._draw_skill(rng, p[s])
-        k = np.minimum(self.left, rng.poisson(tick_minutes / self.gap_minutes[p])) * live
+        k = np.minimum(self.left, rng.poisson(tick_minutes / self.gap_minutes[p]))
         k[s] = np.maximum(k[s], 1)  # a session opens with a request
         k = np.minimum(k, self.left)
         rows = np.repeat(np.arange(self.n), k)
@@ -325,8 +325,8 @@ class _Sim:
             a = self.accounts
             if progress and t % tpd == 0 and t:
                 progress(f"day {t // tpd}: {nid:,} exchanges, {int((a.banned >= 0).sum()):,} accounts banned")
-            live_user = a.banned[self.users.acc] < 0
-            acc_u, cols_u = self.users.tick(t, self.rng, cycle, shift, tm, live_user)
+            # a banned person keeps asking and is refused (that is the cost of a false ban)
+            acc_u, cols_u = self.users.tick(t, self.rng, cycle, shift, tm)
             parts = [(acc_u, cols_u, np.full(len(acc_u), KIND["user"]))]
             for c in self.campaigns:
                 if not c.done:
