@@ -29,7 +29,8 @@ DEFAULT_METRICS = ("transfer/mean", "transfer/net", "fidelity", "coverage/kb", "
                    "utility/relative", "utility/false_ban_rate", "attacker/queries", "attacker/accounts",
                    "attacker/harvested", "attacker/banned", "attacker/cost_usd", "detection/recall",
                    "detection/leaked_before_ban")
-SKIP = ("config/seed", "config/choices.")
+SKIP = ("config/seed", "config/choices.", "config/preset.")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def load(dirs) -> pd.DataFrame:
@@ -203,12 +204,137 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# -- preset pages ------------------------------------------------------------------------
+# A preset (configs/experiment/NAME.yaml) states its claim, its source and how to check it:
+#   preset: {claim: ..., source: ..., command: ..., check: [CHECK, ...]}
+# where a CHECK compares groups of runs, each group a {key: value} selection (`key` a config
+# group choice like `defense`, or a config value like `attacker.queries`):
+#   {metric: M, higher: SEL, than: SEL}       mean M of the first group above the second's
+#   {metric: M, close: SEL, to: SEL, within: d}   the two means within d of each other
+#   {metric: M, where: SEL, below: v}          the group's mean M below v (or `above: v`)
+#   {drop: M1, vs: M2, from: SEL, to: SEL}     M1 falls more than M2 from one group to the other
+#   {metric: M, against: X, below: SEL, curve: SEL}   at equal X, the group's M lies under the
+#                                              other group's M(X) curve (linear interpolation)
+#   {metric: M, recovers: SEL, lost: SEL, from: SEL}   the first group wins back more than half of
+#                                              what the `lost` group lost against the `from` group
+
+
+def _select(df: pd.DataFrame, sel: dict) -> pd.DataFrame:
+    keep = pd.Series(True, index=df.index)
+    for k, v in (sel or {}).items():
+        col = f"choice/{k}" if f"choice/{k}" in df.columns else f"config/{k}"
+        if col not in df.columns:  # no run has this key: an empty group, the check cannot tell
+            return df.iloc[:0]
+        keep &= df[col].astype(str) == str(v)
+    return df[keep]
+
+
+def _name(sel: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sel.items()) or "all runs"
+
+
+def _mean(df: pd.DataFrame, sel: dict, metric: str) -> float:
+    g = _select(df, sel)
+    return float(pd.to_numeric(g[metric], errors="coerce").mean()) if len(g) and metric in g else float("nan")
+
+
+def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
+    """(held? None when the runs cannot tell, one line with the numbers) for one CHECK."""
+    c = dict(check)
+    if "drop" in c:
+        a0, a1 = _mean(df, c["from"], c["drop"]), _mean(df, c["to"], c["drop"])
+        b0, b1 = _mean(df, c["from"], c["vs"]), _mean(df, c["to"], c["vs"])
+        ok = (a0 - a1) > (b0 - b1)
+        text = (f"from {_name(c['from'])} to {_name(c['to'])}, {c['drop']} falls {a0:.3f} → {a1:.3f} ({a1 - a0:+.3f}) "
+                f"and {c['vs']} {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f})")
+    elif "recovers" in c:
+        got, lost, full = (_mean(df, c[k], c["metric"]) for k in ("recovers", "lost", "from"))
+        share = (got - lost) / (full - lost) if full != lost else float("nan")
+        ok = share > 0.5
+        text = (f"{c['metric']}: {full:.3f} ({_name(c['from'])}), {lost:.3f} ({_name(c['lost'])}), {got:.3f} "
+                f"({_name(c['recovers'])}): {share:.0%} of the loss recovered (claim: most of it)")
+    elif "against" in c:
+        import numpy as np
+
+        curve = _select(df, c["curve"])
+        cx, cy = pd.to_numeric(curve[c["against"]]), pd.to_numeric(curve[c["metric"]])
+        order = np.argsort(cx.to_numpy())
+        pts = _select(df, c["below"])
+        gaps = []
+        for x, y in zip(pd.to_numeric(pts[c["against"]]), pd.to_numeric(pts[c["metric"]])):
+            if cx.min() <= x <= cx.max():
+                gaps.append(y - float(np.interp(x, cx.to_numpy()[order], cy.to_numpy()[order])))
+        ok = bool(gaps) and float(np.mean(gaps)) < 0
+        text = (f"{len(gaps)} runs of {_name(c['below'])} inside the {_name(c['curve'])} curve's range of "
+                f"{c['against']}: {c['metric']} differs from the curve by {np.mean(gaps) if gaps else float('nan'):+.3f} on average")
+    elif "higher" in c:
+        a, b = _mean(df, c["higher"], c["metric"]), _mean(df, c["than"], c["metric"])
+        ok = a > b
+        text = f"{c['metric']}: {a:.3f} ({_name(c['higher'])}) vs {b:.3f} ({_name(c['than'])}), difference {a - b:+.3f}"
+    elif "close" in c:
+        a, b = _mean(df, c["close"], c["metric"]), _mean(df, c["to"], c["metric"])
+        ok = abs(a - b) <= c["within"]
+        text = (f"{c['metric']}: {a:.3f} ({_name(c['close'])}) vs {b:.3f} ({_name(c['to'])}), difference {a - b:+.3f} "
+                f"(claim: within {c['within']})")
+    else:
+        a = _mean(df, c.get("where", {}), c["metric"])
+        ok = a < c["below"] if "below" in c else a > c["above"]
+        bound = f"below {c['below']}" if "below" in c else f"above {c['above']}"
+        text = f"{c['metric']} ({_name(c.get('where', {}))}): {a:.3g} (claim: {bound})"
+    if text.count("nan"):
+        return None, text + " — the runs cannot tell"
+    return bool(ok), text
+
+
+def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=None) -> str:
+    """The docs page of a preset, from its YAML's `preset` node and its runs (never by hand)."""
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(OmegaConf.load(CONFIGS / "experiment" / f"{name}.yaml")).get("preset") or {}
+    checks = [verdict(df, c) for c in spec.get("check", [])]
+    scales = ", ".join(sorted(df.get("config/scale_name", pd.Series(["?"])).astype(str).unique()))
+    commits = ", ".join(sorted({str(c)[:8] for c in df.get("git/commit", [])}))
+    lines = [f"# `experiment={name}`", "", f"**Claim.** {spec.get('claim', '(no claim stated)')}", "",
+             f"**Source.** {spec.get('source', '–')}", "", "**Command.**", "", "```",
+             *(spec.get("command") or [f"python experiments/run.py -m experiment={name}"]),
+             f"python -m experiments.report <sweep directories> --docs docs", "```", "",
+             f"**Result** ({len(df)} runs at scale={scales}, commit {commits}):", "",
+             summarise(df, metrics or spec.get("metrics"), by).to_markdown(index=False), ""]
+    if png:
+        lines += [f"![Pareto plot: transfer against utility]({png})", ""]
+    lines += ["**Does the claim hold here?**", ""]
+    for held, text in checks:
+        lines.append(f"- {'**holds**' if held else ('**cannot tell**' if held is None else '**does not hold**')}: {text}")
+    if not checks:
+        lines.append("- (the preset states no check)")
+    lines += ["", "_Generated by `python -m experiments.report --docs` from the runs' results.json; do not edit._", ""]
+    return "\n".join(lines)
+
+
+def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
+    """One page (and Pareto plot) per preset found among the runs (`choice/experiment`)."""
+    docs = Path(docs)
+    df = load(dirs)
+    if "choice/experiment" not in df.columns:
+        raise SystemExit("these runs name no experiment preset (choice/experiment)")
+    written = []
+    for name, g in df.groupby("choice/experiment"):
+        png = docs / f"{name}.png"
+        docs.mkdir(parents=True, exist_ok=True)
+        has_png = pareto(g, png, by)
+        page = docs / f"{name}.md"
+        atomic_write(page, preset_page(str(name), g, png.name if has_png else None, metrics, by))
+        written += [page] + ([png] if has_png else [])
+    return written
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dirs", nargs="+", help="run directories or multirun directories")
     ap.add_argument("--by", nargs="*", default=None, help="config keys to group by (default: those that vary)")
     ap.add_argument("--metrics", nargs="*", default=None)
     ap.add_argument("--out", default=None, help="also write FILE.md, FILE.tex, FILE.csv and the Pareto plot FILE.png")
+    ap.add_argument("--docs", default=None, help="write each preset's page DOCS/NAME.md (and NAME.png) from the runs")
     args = ap.parse_args(argv)
     # a key is a results column as given (`choice/attacker`) or a config value (`attacker.queries`)
     by = [k if k.startswith(("config/", "choice/")) else f"config/{k}" for k in args.by] if args.by is not None else None
@@ -216,6 +342,9 @@ def main(argv=None) -> None:
     print(md + failed_section(args.dirs))
     if args.out:
         for path in write(args.dirs, args.out, args.metrics, by):
+            print(f"wrote {path}")
+    if args.docs:
+        for path in write_docs(args.dirs, args.docs, args.metrics, by):
             print(f"wrote {path}")
 
 

@@ -1,0 +1,54 @@
+"""Every preset (configs/experiment/*.yaml with a `preset` node) runs at scale=tiny with its
+grid shrunk to its first point, and its docs page is generated from the run."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+import sim
+from experiments import report
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiment"
+PRESETS = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if OmegaConf.load(p).get("preset"))
+
+
+def first_point(name: str) -> list[str]:
+    params = OmegaConf.load(EXPERIMENTS / f"{name}.yaml").get("hydra", {}).get("sweeper", {}).get("params", {})
+    return [f"{k}={str(v).split(',')[0]}" for k, v in params.items()]
+
+
+def test_the_issue_presets_exist():
+    for name in ("model_stealing", "poisoning", "hide_reasoning", "antidistill", "watermark", "counter_paraphrase",
+                 "detection", "hydra_vs_naive", "rationales", "incident_2026"):
+        assert name in PRESETS, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_at_tiny_scale_and_its_page_is_generated(name, make_cfg, tmp_path):
+    cfg = make_cfg(f"experiment={name}", *first_point(name))
+    res = sim.run(cfg, tmp_path / "run")
+    assert "transfer/mean" in res and res["choice/experiment"] == name
+    pages = report.write_docs([tmp_path / "run"], tmp_path / "docs")
+    page = (tmp_path / "docs" / f"{name}.md").read_text()
+    spec = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS / f"{name}.yaml"))["preset"]
+    assert spec["claim"].split()[0] in page and "Does the claim hold here?" in page and pages[0].name == f"{name}.md"
+    assert page.count("\n- **") == len(spec["check"])  # one verdict line per check
+
+
+def test_verdicts_hold_fail_and_cannot_tell():
+    df = pd.DataFrame({"choice/defense": ["none", "none", "poison", "passive"], "config/seed": [0, 1, 0, 0],
+                       "transfer/mean": [0.30, 0.32, 0.10, 0.29], "transfer/arith": [0.4, 0.4, 0.1, 0.35],
+                       "transfer/tool": [0.2, 0.2, 0.18, 0.2]})
+    held, text = report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "none"}, "than": {"defense": "poison"}})
+    assert held is True and "0.310" in text and "+0.210" in text
+    assert report.verdict(df, {"metric": "transfer/mean", "close": {"defense": "passive"}, "to": {"defense": "none"},
+                               "within": 0.005})[0] is False
+    assert report.verdict(df, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
+                               "to": {"defense": "poison"}})[0] is True
+    assert report.verdict(df, {"metric": "transfer/mean", "where": {"defense": "poison"}, "below": 0.2})[0] is True
+    assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
+                               "lost": {"defense": "poison"}, "from": {"defense": "none"}})[0] is True
+    assert report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "full"}, "than": {"defense": "none"}})[0] is None
