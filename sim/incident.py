@@ -313,19 +313,18 @@ class _Sim:
         tpd, tm = self.clock.ticks_per_day, self.clock.tick_minutes
         cycle = np.array(self.clock._cycle)
         self.window: deque = deque()
-        self.snaps, self.stats = [], {"exchanges": 0}
+        self.snaps = []
         self.first_attack, self.first_ban = None, None
         totals = np.zeros((3, 2, 2), np.int64)  # [kind, served, correct]
         self.leaked = 0
         self.harvest = np.zeros((len(self.skills), MAX_DIFFICULTY), np.int64)  # correct rationales per cell
         nid = 0
-        self.sent_by = np.zeros(0, np.int64)
+        self.active = np.zeros(len(self.accounts), bool)  # accounts that sent anything
         shift = np.round(OFFSETS[self.accounts["region"][self.users.acc]] * 60 / tm).astype(np.int64)
         for t in range(self.clock.n_ticks):
             a = self.accounts
             if progress and t % tpd == 0 and t:
                 progress(f"day {t // tpd}: {nid:,} exchanges, {int((a.banned >= 0).sum()):,} accounts banned")
-            # a banned person keeps asking and is refused (that is the cost of a false ban)
             acc_u, cols_u = self.users.tick(t, self.rng, cycle, shift, tm)
             parts = [(acc_u, cols_u, np.full(len(acc_u), KIND["user"]))]
             for c in self.campaigns:
@@ -341,7 +340,9 @@ class _Sim:
             block = {"id": np.arange(nid, nid + n), "tick": np.full(n, t), "account": acc_t, "kind": kind,
                      "served": served, "correct": correct, **cols}
             nid += n
-            self.sent_by = np.bincount(acc_t, minlength=len(a)) + np.pad(self.sent_by, (0, len(a) - len(self.sent_by)))
+            if len(self.active) < len(a):  # replacement accounts were opened
+                self.active = np.pad(self.active, (0, len(a) - len(self.active)))
+            self.active[acc_t] = True
             np.add.at(totals, (kind, served.astype(int), correct.astype(int)), 1)
             attack = kind == KIND["attack"]
             if attack.any() and self.first_attack is None:
@@ -357,8 +358,6 @@ class _Sim:
                 self.window.popleft()
             if (t + 1) % score_every == 0:
                 self.observe(t, snapshots)
-            if all(c.done for c in self.campaigns) and self.campaigns and t >= self.clock.n_ticks - 1:
-                break
         self.totals, self.ticks = totals, t + 1
         return self
 
@@ -385,7 +384,7 @@ class _Sim:
             if self.fp["action"] == "ban":
                 new_bans.append(hits)
         if self.cl:
-            new_bans.append(self._clusters(np.unique(w["account"]), ids, x, t, new_bans))
+            new_bans.append(self._clusters(np.unique(w["account"]), ids, x, new_bans))
         hit = np.unique(np.concatenate(new_bans)) if new_bans else np.zeros(0, np.int64)
         hit = hit[a.banned[hit] < 0]
         a.banned[hit] = t
@@ -397,7 +396,7 @@ class _Sim:
             if c.respawn and lost.any() and not c.done:
                 c.open(a, self.rng, self.ids, int(lost.sum()), t + 1)
 
-    def _clusters(self, seen: np.ndarray, ids: np.ndarray, x: np.ndarray, t: int, bans: list) -> np.ndarray:
+    def _clusters(self, seen: np.ndarray, ids: np.ndarray, x: np.ndarray, bans: list) -> np.ndarray:
         """Shared-infrastructure graph over the window's accounts -> connected components ->
         clusters of >= min_size; returns the members of clusters with a banned member."""
         from scipy import sparse
@@ -560,7 +559,7 @@ def run(cfg, out: Path, log=print) -> dict:
     attackers, legit = kind == KIND["attack"], kind == KIND["user"]
     tot = sim_.totals
     # attribution over the accounts that sent anything: the campaign one group, every person alone
-    active = np.flatnonzero(sim_.sent_by > 0)
+    active = np.flatnonzero(sim_.active)
     truth = np.where(attackers[active], -1, active)
     cluster = np.pad(sim_.cluster, (0, len(a) - len(sim_.cluster)), constant_values=-1)[active]
     found = np.where(cluster >= 0, cluster, -2 - active)  # an unclustered account stands alone
