@@ -63,10 +63,32 @@ def failed_section(dirs) -> str:
         f"- `{d}`: {e}\n" for d, e in failed)
 
 
+# where each config group's choice lands in the config (its package)
+PACKAGES = {"recipe": "student.recipe", "policy": "attacker.policy", "counter": "attacker.counter"}
+
+
 def varying_keys(df: pd.DataFrame) -> list[str]:
+    """The config choices and values that differ between runs: a group choice (`choice/defense`)
+    stands for the values under its package that it alone explains (constant within each
+    choice), so a none-vs-full sweep groups by `defense`, not by every knob of the stack."""
+    def varies(col):
+        return df[col].map(str).nunique() > 1  # NaN (a key some runs lack) counts as a value
+
+    choices = [c for c in df.columns if c.startswith("choice/") and c != "choice/experiment" and varies(c)]
     # seeds, including a component's own `${seed}` (defense.watermark.seed), are what a mean is over
-    keys = [c for c in df.columns if c.startswith("config/") and not c.startswith(SKIP) and not c.endswith(".seed")]
-    return [k for k in keys if df[k].astype(str).nunique() > 1]
+    keys = [c for c in df.columns if c.startswith("config/") and not c.startswith(SKIP) and not c.endswith(".seed")
+            and varies(c)]
+
+    def explained(key):
+        for c in choices:
+            group = c.removeprefix("choice/")
+            package = f"config/{PACKAGES.get(group, group)}"
+            if (key == package or key.startswith(package + ".")) and \
+                    df.groupby(df[c].map(str))[key].agg(lambda v: v.map(str).nunique()).max() == 1:
+                return True
+        return False
+
+    return choices + [k for k in keys if not explained(k)]
 
 
 def _fmt(values: pd.Series) -> str:
