@@ -335,12 +335,17 @@ def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=N
 
 def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
     """One page (and Pareto plot) per preset found among the runs (`choice/experiment`)."""
+    from omegaconf import OmegaConf
+
     docs = Path(docs)
     df = load(dirs)
     if "choice/experiment" not in df.columns:
         raise SystemExit("these runs name no experiment preset (choice/experiment)")
     written = []
     for name, g in df.groupby("choice/experiment"):
+        spec = CONFIGS / "experiment" / f"{name}.yaml"
+        if not spec.exists() or not OmegaConf.load(spec).get("preset"):
+            continue  # an experiment without a stated claim has no page
         png = docs / f"{name}.png"
         docs.mkdir(parents=True, exist_ok=True)
         has_png = pareto(g, png, by)
