@@ -170,16 +170,17 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     import matplotlib.pyplot as plt
 
     keys = [c for c in nums.columns if c != "n" and "/" not in c]
-    labels = [", ".join(str(r[k]) for k in keys) or "all" for _, r in nums.iterrows()]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    labels = [", ".join(f"{k}={r[k]}" for k in keys) or "all" for _, r in nums.iterrows()]
+    fig, ax = plt.subplots(figsize=(7, 5))
     ax.errorbar(nums[f"{x}/mean"], nums[f"{y}/mean"], xerr=nums[f"{x}/std"].fillna(0), yerr=nums[f"{y}/std"].fillna(0),
                 fmt="o", capsize=3)
     for (_, r), label in zip(nums.iterrows(), labels):
         ax.annotate(label, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     front = frontier(list(zip(nums[f"{x}/mean"], nums[f"{y}/mean"])))
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="defender's frontier")
-    ax.set_xlabel(f"{x} (legitimate users) →")
-    ax.set_ylabel(f"{y} (attacker) ↓")
+    ax.set_xlabel(f"{x} →\n(legitimate service kept, as a fraction of the undefended service)")
+    ax.set_ylabel(f"{y} ↓\n(student accuracy / teacher accuracy, mean over skills)")
+    ax.margins(x=0.2, y=0.15)  # room for the point labels
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
