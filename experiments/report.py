@@ -268,14 +268,16 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         a0, a1 = _mean(df, c["from"], c["drop"]), _mean(df, c["to"], c["drop"])
         b0, b1 = _mean(df, c["from"], c["vs"]), _mean(df, c["to"], c["vs"])
         ok = (a0 - a1) > (b0 - b1)
-        text = (f"from {_name(c['from'])} to {_name(c['to'])}, {c['drop']} falls {a0:.3f} → {a1:.3f} ({a1 - a0:+.3f}) "
+        text = (f"from {_name(c['from'])} to {_name(c['to'])}, {c['drop']} goes {a0:.3f} → {a1:.3f} ({a1 - a0:+.3f}) "
                 f"and {c['vs']} {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f})")
     elif "recovers" in c:
         got, lost, full = (_mean(df, c[k], c["metric"]) for k in ("recovers", "lost", "from"))
-        share = (got - lost) / (full - lost) if full != lost else float("nan")
+        text = f"{c['metric']}: {full:.3f} ({_name(c['from'])}), {lost:.3f} ({_name(c['lost'])}), {got:.3f} ({_name(c['recovers'])})"
+        if not full > lost:  # nothing was lost: nothing to recover
+            return None, text + f": the `{_name(c['lost'])}` runs lost nothing, so there is nothing to recover"
+        share = (got - lost) / (full - lost)
         ok = share > 0.5
-        text = (f"{c['metric']}: {full:.3f} ({_name(c['from'])}), {lost:.3f} ({_name(c['lost'])}), {got:.3f} "
-                f"({_name(c['recovers'])}): {share:.0%} of the loss recovered (claim: most of it)")
+        text += f": {share:.0%} of the loss recovered (claim: most of it)"
     elif "against" in c:
         import numpy as np
 

@@ -51,4 +51,6 @@ def test_verdicts_hold_fail_and_cannot_tell():
     assert report.verdict(df, {"metric": "transfer/mean", "where": {"defense": "poison"}, "below": 0.2})[0] is True
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "poison"}, "from": {"defense": "none"}})[0] is True
+    assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
+                               "lost": {"defense": "none"}, "from": {"defense": "poison"}})[0] is None  # nothing lost
     assert report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "full"}, "than": {"defense": "none"}})[0] is None

@@ -179,8 +179,8 @@ def test_wandb_logger_runs_offline(make_cfg, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_crashed_job_does_not_stop_the_sweep_and_a_rerun_runs_only_it(tmp_path, teacher_cache):
     sweep = tmp_path / "sweep"
-    args = ("-m", "scale=tiny", "attacker.queries=16,-1", f"cache_dir={teacher_cache}", "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2", "threads=1", f"hydra.sweep.dir={sweep}")
+    args = ("-m", "scale=tiny", "attacker.queries=16,-1", f"cache_dir={teacher_cache}", "threads=1",
+            f"hydra.sweep.dir={sweep}")  # the basic launcher: the jobs one after the other
     p = cli(*args)
     assert p.returncode == 0, p.stderr[-2000:]
     done, failed = sweep / "0" / "results.json", sweep / "1" / "error.json"
