@@ -236,8 +236,9 @@ def atomic_write(path: Path, text: str) -> None:
 #   {metric: M, close: SEL, to: SEL, within: d}   the two means within d of each other
 #   {metric: M, where: SEL, below: v}          the group's mean M below v (or `above: v`)
 #   {drop: M1, vs: M2, from: SEL, to: SEL}     M1 falls more than M2 from one group to the other
-#   {metric: M, against: X, below: SEL, curve: SEL}   at equal X, the group's M lies under the
-#                                              other group's M(X) curve (linear interpolation)
+#   {metric: M, against: X, below: SEL, curve: SEL[, tolerance: t]}   at equal X, the group's M lies
+#                                              under the other group's M(X) curve (linear interpolation;
+#                                              points up to t outside the curve's X range count at its end)
 #   {metric: M, recovers: SEL, lost: SEL, from: SEL}   the first group wins back more than half of
 #                                              what the `lost` group lost against the `from` group
 
@@ -286,8 +287,9 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         order = np.argsort(cx.to_numpy())
         pts = _select(df, c["below"])
         gaps = []
+        tol = float(c.get("tolerance", 0.0))  # how far outside the curve's x range still counts as equal
         for x, y in zip(pd.to_numeric(pts[c["against"]]), pd.to_numeric(pts[c["metric"]])):
-            if cx.min() <= x <= cx.max():
+            if cx.min() - tol <= x <= cx.max() + tol:
                 gaps.append(y - float(np.interp(x, cx.to_numpy()[order], cy.to_numpy()[order])))
         ok = bool(gaps) and float(np.mean(gaps)) < 0
         text = (f"{len(gaps)} runs of {_name(c['below'])} inside the {_name(c['curve'])} curve's range of "
