@@ -324,7 +324,7 @@ def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=N
     lines = [f"# `experiment={name}`", "", f"**Claim.** {spec.get('claim', '(no claim stated)')}", "",
              f"**Source.** {spec.get('source', '–')}", "", "**Command.**", "", "```",
              *(spec.get("command") or [f"python experiments/run.py -m experiment={name}"]),
-             f"python -m experiments.report <sweep directories> --docs docs", "```", "",
+             "python -m experiments.report <sweep directories> --docs docs", "```", "",
              f"**Result** ({len(df)} runs at scale={scales}, commit {commits}):", "",
              summarise(df, metrics or spec.get("metrics"), by).to_markdown(index=False), ""]
     if png:

@@ -245,12 +245,15 @@ class Campaign:
         self.sent += len(rows)
         n = len(rows)
         cover = rng.random(n) < self.mix  # imitations of the legitimate personas
-        cols = users.surface(rng, rng.choice(len(users.names), n, p=users.share))
+        m = int((~cover).sum())
         # the distillation requests map capabilities: every skill x difficulty cell, uniformly
-        mine = {"skill": rng.integers(skills, size=n), "difficulty": rng.integers(1, MAX_DIFFICULTY + 1, size=n),
-                **{k: rng.random(n) < r for k, r in self.rates.items()}}
-        for key, v in mine.items():
-            cols[key] = np.where(cover, cols[key], v)
+        mine = {"skill": rng.integers(skills, size=m), "difficulty": rng.integers(1, MAX_DIFFICULTY + 1, size=m),
+                **{k: rng.random(m) < r for k, r in self.rates.items()}}
+        fake = users.surface(rng, rng.choice(len(users.names), n - m, p=users.share))
+        cols = {}
+        for key, v in mine.items():  # each row drawn once, by whichever side sent it
+            cols[key] = np.empty(n, v.dtype)
+            cols[key][~cover], cols[key][cover] = v, fake[key]
         return rows, cols, cover
 
     @property
