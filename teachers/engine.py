@@ -12,7 +12,13 @@ tight decode loop:
 - logits processors with the Hugging Face contract (`processor(input_ids, scores)`), the
   suppressed special ids, greedy or sampled decoding (temperature), and per-token top-k
   log-probabilities of the processed scores, as an API exposes them;
-- device-agnostic (CPU or CUDA); `compile=True` wraps the decode step in `torch.compile`.
+- device-agnostic (CPU or CUDA); `compile=True` wraps the decode step in `torch.compile`;
+- on CUDA, `cuda_graphs=True` captures the decode loop of a batch shape once (`StaticDecode`:
+  one graph per step, each attending over only the cache prefix filled so far) and replays it
+  for every later batch of that shape. Kernel launches, not arithmetic, bound a small model's
+  decode step on a GPU; a replayed graph launches the whole step at once. The captured loop
+  keeps every row to the end (no compaction) and runs neither Python logits processors nor
+  sampling, which fall back to the eager loop.
 
 Greedy decoding gives the same tokens as `model.generate` up to floating-point ties (a test
 checks it on the held-out set). Sampled decoding is reproducible from its seed but draws its
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 
 
 class Engine:
-    def __init__(self, model, compile: bool = False, compact_every: int = 8):
+    def __init__(self, model, compile: bool = False, compact_every: int = 8, cuda_graphs: bool = False):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -41,6 +47,8 @@ class Engine:
         self.head_dim = self.n_embd // self.n_head
         self.compact_every = compact_every
         self._step = torch.compile(self.step, dynamic=True) if compile else self.step
+        self.cuda_graphs = cuda_graphs
+        self._static = None  # the last batch shape's captured decode: one shape's cache at a time
 
     # -- the GPT-2 computation (HF `GPT2Block`: pre-LN attention and MLP, tied head)
 
@@ -72,11 +80,14 @@ class Engine:
         return h @ self.t.wte.weight.T
 
     def _attend(self, q, k, v, mask):
-        if q.shape[2] > 1:  # the prompt: a fused kernel over the whole square
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        # one new token: two batched matmuls beat the fused kernel's per-row set-up on CPU
+        """`mask` None: no padding anywhere, causal over a prompt (flash attention on CUDA)."""
+        if q.shape[2] > 1 or q.is_cuda:  # the prompt, or any step on a GPU: a fused kernel
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1)
+        # one new token on CPU: two batched matmuls beat the fused kernel's per-row set-up
         s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
-        return s.masked_fill_(~mask, -math.inf).softmax(-1) @ v
+        if mask is not None:
+            s = s.masked_fill_(~mask, -math.inf)
+        return s.softmax(-1) @ v
 
     def step(self, ids, pos, cache_k, cache_v, start: int, mask):
         return self.forward(ids, pos, cache_k, cache_v, start, mask)
@@ -95,6 +106,12 @@ class Engine:
         N = W + max_new_tokens
         if N > self.n_positions:
             raise ValueError(f"{W} prompt + {max_new_tokens} new tokens exceed the context of {self.n_positions}")
+        if self.cuda_graphs and device.type == "cuda" and not logits_processors and temperature == 0:
+            key = (B, W, max_new_tokens, eos, tuple(suppress), top_k, bool(attention_mask.all()))
+            if self._static is None or self._static.key != key:
+                self._static = None  # free the old shape's cache before allocating the new one
+                self._static = StaticDecode(self, *key, device=device, capture=True)
+            return self._static.run(input_ids, attention_mask)
         dtype = self.t.wte.weight.dtype
         cache_k = torch.zeros(self.n_layer, B, self.n_head, N, self.head_dim, dtype=dtype, device=device)
         cache_v = torch.zeros_like(cache_k)
@@ -143,3 +160,117 @@ class Engine:
             logits = self._step(nxt[:, None], next_pos[:, None], cache_k, cache_v, W + t, keys[:, None, None, :end])
             next_pos = next_pos + 1
         return out, ((top_vals, top_inds) if top_k else None)
+
+
+class StaticDecode:
+    """Greedy decoding of one batch shape in static buffers, so that each step can be captured
+    as a CUDA graph and replayed (`capture=True`, CUDA only) or run eagerly (`capture=False`:
+    the same computation anywhere, which is how the tests check it on CPU).
+
+    Step t's graph feeds token t-1 at its position and attends over the cache slots [0, W + t):
+    the filled prefix only, where one graph for all steps would read the whole padded cache
+    every step. Graphs share one memory pool and are replayed in the order they were captured.
+    A batch without padding (`dense`) needs no mask, which lets the attention use the flash
+    kernel. Every row runs to the last step; after a row's EOS its tokens are filler, as in
+    `Engine.generate`. Decoding stops early, checked every `check_every` steps, once every row
+    has finished.
+    """
+
+    check_every = 16
+
+    def __init__(self, engine: Engine, B: int, W: int, T: int, eos: int, suppress: tuple, top_k: int, dense: bool,
+                 *, device, capture: bool):
+        if capture and torch.device(device).type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
+        e = self.e = engine
+        self.key = (B, W, T, eos, tuple(suppress), top_k, dense)
+        self.W, self.T, self.eos, self.top_k, self.dense = W, T, eos, top_k, dense
+        dtype = e.t.wte.weight.dtype
+        kw = dict(device=device)
+        self.ids = torch.zeros(B, W, dtype=torch.long, **kw)
+        self.am = torch.ones(B, W, dtype=torch.bool, **kw)
+        self.cache_k = torch.zeros(e.n_layer, B, e.n_head, W + T, e.head_dim, dtype=dtype, **kw)
+        self.cache_v = torch.zeros_like(self.cache_k)
+        self.keys = torch.zeros(B, W + T, dtype=torch.bool, **kw)
+        self.nxt = torch.zeros(B, dtype=torch.long, **kw)
+        self.pos = torch.zeros(B, dtype=torch.long, **kw)
+        self.done = torch.zeros(B, dtype=torch.bool, **kw)
+        self.out = torch.full((B, T), eos, dtype=torch.long, **kw)
+        self.top_vals = torch.zeros(B, T, max(top_k, 1), **kw)
+        self.top_inds = torch.zeros(B, T, max(top_k, 1), dtype=torch.long, **kw)
+        # suppressed ids as an additive bias: a fixed tensor, nothing copied from the host per step
+        self.bias = torch.zeros(e.t.wte.weight.shape[0], **kw)
+        self.bias[[s for s in suppress if s != eos]] = -math.inf
+        self.graphs = None
+        if capture:
+            self._capture()
+
+    @torch.no_grad()
+    def _capture(self):
+        # run every step once first, on a side stream: lazy kernel and workspace set-up must not
+        # happen inside a capture
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._prefill()
+            for t in range(1, self.T):
+                self._decode(t)
+        torch.cuda.current_stream().wait_stream(side)
+        pool, self.graphs = torch.cuda.graph_pool_handle(), []
+        for t in range(1, self.T):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=pool):
+                self._decode(t)
+            self.graphs.append(g)
+
+    def _select(self, t: int, logits):
+        scores = logits.float() + self.bias
+        nxt = scores.argmax(-1)
+        if self.top_k:
+            self.top_vals[:, t], self.top_inds[:, t] = scores.log_softmax(-1).topk(self.top_k, dim=-1)
+        self.out[:, t] = nxt
+        self.nxt.copy_(nxt)
+        self.done |= nxt == self.eos
+        if not self.dense:
+            self.keys[:, self.W + t] = True
+
+    def _prefill(self):
+        W, am = self.W, self.am
+        pos = (am.long().cumsum(-1) - 1).clamp(min=0)
+        if self.dense:
+            mask = None
+        else:
+            self.keys.zero_()
+            self.keys[:, :W] = am
+            causal = torch.ones(W, W, dtype=torch.bool, device=am.device).tril()
+            # a fully padded query row would attend to nothing: let it see itself (unused output)
+            mask = ((causal[None] & am[:, None, :]) | torch.eye(W, dtype=torch.bool, device=am.device)[None])[:, None]
+        logits = self.e.forward(self.ids, pos, self.cache_k, self.cache_v, 0, mask)
+        self.pos.copy_(pos[:, -1] + 1)
+        self.out.fill_(self.eos)
+        self.top_vals.zero_()
+        self.done.zero_()
+        self._select(0, logits)
+
+    def _decode(self, t: int):
+        end = self.W + t
+        mask = None if self.dense else self.keys[:, None, None, :end]
+        logits = self.e.forward(self.nxt[:, None], self.pos[:, None], self.cache_k, self.cache_v, end - 1, mask)
+        self.pos += 1
+        self._select(t, logits)
+
+    @torch.no_grad()
+    def run(self, input_ids, attention_mask):
+        """Decode one batch of this shape: (new token ids [B, T], (log-probs, ids) or None)."""
+        self.ids.copy_(input_ids)
+        self.am.copy_(attention_mask)
+        self._prefill()
+        for t in range(1, self.T):
+            if self.graphs is None:
+                self._decode(t)
+            else:
+                self.graphs[t - 1].replay()
+            if t % self.check_every == 0 and bool(self.done.all()):
+                break
+        tops = (self.top_vals.clone(), self.top_inds.clone()) if self.top_k else None
+        return self.out.clone(), tops

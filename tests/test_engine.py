@@ -61,3 +61,38 @@ def test_engine_rejects_other_architectures():
     with pytest.raises(ValueError, match="GPT-2"):
         Engine(tiny)
     assert not CharLM(tiny).use_engine  # such a checkpoint is served by `generate`
+
+
+def _until_eos(row, eos):
+    row = row.tolist()
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_static_decode_matches_the_engine(pair, padded):
+    """The loop that CUDA graphs capture (`StaticDecode`), run eagerly here: same tokens and
+    top-k log-probs as the engine's own loop, with left padding (masked) and without (dense)."""
+    from teachers.engine import StaticDecode
+
+    fast, _ = pair
+    engine = Engine(fast.model)
+    enc = [fast.tok.request_ids(p) for p in prompts(24)]
+    width = max(map(len, enc)) if padded else min(map(len, enc))
+    enc = [e[:width] for e in enc]
+    input_ids, attention = fast._left_pad(enc, width)
+    assert bool(attention.all()) is not padded
+    suppress = (fast.pad, fast.bos, fast.sep)
+    a, (va, ia) = engine.generate(input_ids, attention, max_new_tokens=40, eos=fast.eos, suppress=suppress, top_k=3)
+    dec = StaticDecode(engine, len(enc), width, 40, fast.eos, suppress, 3, not padded, device="cpu", capture=False)
+    for _ in range(2):  # a second batch through the same buffers decodes the same
+        b, (vb, ib) = dec.run(input_ids, attention.bool())
+        lengths = set()
+        for j in range(len(enc)):
+            ra, rb = _until_eos(a[j], fast.eos), _until_eos(b[j], fast.eos)
+            assert ra == rb
+            lengths.add(len(ra))
+            assert torch.equal(ia[j, : len(ra)], ib[j, : len(ra)])
+            assert torch.allclose(va[j, : len(ra)], vb[j, : len(ra)], atol=1e-5)
+        assert len(lengths) > 2
+    with pytest.raises(ValueError, match="CUDA"):
+        StaticDecode(engine, 2, 4, 4, fast.eos, suppress, 0, True, device="cpu", capture=True)
