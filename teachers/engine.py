@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 
 class Engine:
-    def __init__(self, model, compile: bool = False, compact_every: int = 8, cuda_graphs: bool = False):
+    def __init__(self, model, compile: bool = False, compact_every: int = 8, cuda_graphs: bool = False,
+                 decode_sdpa: bool = False):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -47,7 +48,7 @@ class Engine:
         self.head_dim = self.n_embd // self.n_head
         self.compact_every = compact_every
         self._step = torch.compile(self.step, dynamic=True) if compile else self.step
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs, self.decode_sdpa = cuda_graphs, decode_sdpa
         self._static = None  # the last batch shape's captured decode: one shape's cache at a time
 
     # -- the GPT-2 computation (HF `GPT2Block`: pre-LN attention and MLP, tied head)
@@ -81,13 +82,15 @@ class Engine:
 
     def _attend(self, q, k, v, mask):
         """`mask` None: no padding anywhere, causal over a prompt (flash attention on CUDA)."""
-        if q.shape[2] > 1 or q.is_cuda:  # the prompt, or any step on a GPU: a fused kernel
+        if q.shape[2] > 1 or self.decode_sdpa:  # the prompt: a fused kernel over the whole square
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1)
-        # one new token on CPU: two batched matmuls beat the fused kernel's per-row set-up
+        # one new token: two batched matmuls. On CPU they beat the fused kernel's per-row set-up;
+        # on a GPU the fused kernels tile 64-128 query rows for the one real row, so at large
+        # batch they are bound by that wasted arithmetic, where matmuls only read the cache
         s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
         if mask is not None:
             s = s.masked_fill_(~mask, -math.inf)
-        return s.softmax(-1) @ v
+        return s.float().softmax(-1).to(v.dtype) @ v
 
     def step(self, ids, pos, cache_k, cache_v, start: int, mask):
         return self.forward(ids, pos, cache_k, cache_v, start, mask)

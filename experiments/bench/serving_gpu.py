@@ -124,34 +124,37 @@ def main(argv=None) -> None:
         del engine
         torch.cuda.empty_cache()
 
-        graphed = Engine(model, cuda_graphs=True)
-        for B in args.batch:
-            for mixed in (False, True):
-                ids, am = prompts(B, W, V, device, min_len=W // 2 if mixed else None, seed=B)
-                try:
-                    t0 = time.perf_counter()
-                    graphed.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress)  # captures
-                    capture = time.perf_counter() - t0
-                    s = timed(lambda: graphed.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress), repeat=3)
-                except torch.OutOfMemoryError:
-                    print(f"engine + CUDA graphs, batch {B}: out of memory")
-                    graphed._static = None
-                    torch.cuda.empty_cache()
-                    continue
-                # bytes of K and V each step reads: layers x 2 x batch x filled prefix x width
-                L, E, esz = model.config.n_layer, model.config.n_embd, model.transformer.wte.weight.element_size()
-                read = sum(L * 2 * B * (W + t) * E * esz for t in range(1, T))
-                report(f"engine + CUDA graphs, {'mixed lengths' if mixed else 'dense'}", B, s,
-                       f"  cache read {read / s / 1e12:.2f} TB/s; capture {capture:.1f} s")
-                if B == args.batch[0]:
-                    out = graphed.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress)[0]
-                    graphed._static = None
-                    eager = StaticDecode(graphed, B, W, T, -1, suppress, 0, not mixed, device=device,
-                                         capture=False).run(ids, am)[0]
-                    print(f"  graph replay gives the eager static loop's tokens: {bool(torch.equal(out, eager))}")
-                    del eager
-                graphed._static = None
+        # the decode step's attention as matmuls (the engine's default), then as the fused SDPA
+        # kernels for comparison
+        runs = [(B, mixed, False) for B in args.batch for mixed in (False, True)]
+        runs += [(args.batch[0], mixed, True) for mixed in (False, True)]
+        for B, mixed, sdpa in runs:
+            graphed = Engine(model, cuda_graphs=True, decode_sdpa=sdpa)
+            ids, am = prompts(B, W, V, device, min_len=W // 2 if mixed else None, seed=B)
+            name = f"engine + CUDA graphs, {'mixed lengths' if mixed else 'dense'}{', SDPA decode' if sdpa else ''}"
+            try:
+                t0 = time.perf_counter()
+                graphed.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress)  # captures
+                capture = time.perf_counter() - t0
+                s = timed(lambda: graphed.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress), repeat=3)
+            except torch.OutOfMemoryError:
+                print(f"{name}, batch {B}: out of memory")
+                del graphed
                 torch.cuda.empty_cache()
+                continue
+            # bytes of K and V each step reads: layers x 2 x batch x filled prefix x width
+            L, E, esz = model.config.n_layer, model.config.n_embd, model.transformer.wte.weight.element_size()
+            read = sum(L * 2 * B * (W + t) * E * esz for t in range(1, T))
+            report(name, B, s, f"  cache read {read / s / 1e12:.2f} TB/s; capture {capture:.1f} s")
+            if B == args.batch[0] and not sdpa:
+                out = graphed.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress)[0]
+                graphed._static = None
+                eager = StaticDecode(graphed, B, W, T, -1, suppress, 0, not mixed, device=device,
+                                     capture=False).run(ids, am)[0]
+                print(f"  graph replay gives the eager static loop's tokens: {bool(torch.equal(out, eager))}")
+                del eager
+            del graphed
+            torch.cuda.empty_cache()
     best = max(r for _, r in rows)
     print(f"best engine / naive per-request generate: {best / naive:,.0f}x; best / HF generate batch "
           f"{args.hf_batch}: {best / rows[1][1]:.1f}x; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
