@@ -34,8 +34,10 @@ import torch.nn.functional as F
 
 
 class Engine:
+    DECODE_ATTENTION = ("matmul", "sdpa", "triton")
+
     def __init__(self, model, compile: bool = False, compact_every: int = 8, cuda_graphs: bool = False,
-                 decode_sdpa: bool = False):
+                 decode_attention: str = "matmul"):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -48,7 +50,10 @@ class Engine:
         self.head_dim = self.n_embd // self.n_head
         self.compact_every = compact_every
         self._step = torch.compile(self.step, dynamic=True) if compile else self.step
-        self.cuda_graphs, self.decode_sdpa = cuda_graphs, decode_sdpa
+        if decode_attention not in self.DECODE_ATTENTION:
+            raise ValueError(f"decode_attention={decode_attention!r}: choose one of {self.DECODE_ATTENTION}")
+        self.cuda_graphs = cuda_graphs
+        self._attend_one = getattr(self, f"_attend_{decode_attention}")
         self._static = None  # the last batch shape's captured decode: one shape's cache at a time
 
     # -- the GPT-2 computation (HF `GPT2Block`: pre-LN attention and MLP, tied head)
@@ -82,15 +87,27 @@ class Engine:
 
     def _attend(self, q, k, v, mask):
         """`mask` None: no padding anywhere, causal over a prompt (flash attention on CUDA)."""
-        if q.shape[2] > 1 or self.decode_sdpa:  # the prompt: a fused kernel over the whole square
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1)
-        # one new token: two batched matmuls. On CPU they beat the fused kernel's per-row set-up;
-        # on a GPU the fused kernels tile 64-128 query rows for the one real row, so at large
-        # batch they are bound by that wasted arithmetic, where matmuls only read the cache
+        if q.shape[2] > 1:  # the prompt: a fused kernel over the whole square
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self._attend_one(q, k, v, mask)
+
+    # One new token. The fused SDPA kernels tile 64-128 query rows for the one real row: at a
+    # GPU's large batches that wasted arithmetic bounds them. On CPU, two batched matmuls beat
+    # their per-row set-up; on CUDA the Triton kernel reads the cache once and does nothing else.
+
+    def _attend_matmul(self, q, k, v, mask):
         s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
         if mask is not None:
             s = s.masked_fill_(~mask, -math.inf)
         return s.float().softmax(-1).to(v.dtype) @ v
+
+    def _attend_sdpa(self, q, k, v, mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _attend_triton(self, q, k, v, mask):
+        from teachers.decode_attention import decode_attention
+
+        return decode_attention(q, k, v, None if mask is None else mask[:, 0, 0])
 
     def step(self, ids, pos, cache_k, cache_v, start: int, mask):
         return self.forward(ids, pos, cache_k, cache_v, start, mask)
