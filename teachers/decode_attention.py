@@ -54,9 +54,12 @@ def _build():
 
 
 _kernel = None
+# keys per block and warps per program: `python -m experiments.bench.serving_gpu --sweep`
+# times the choices on a GPU
+BLOCK, NUM_WARPS = 64, 4
 
 
-def decode_attention(q, k, v, keep=None, block: int = 64):
+def decode_attention(q, k, v, keep=None, block: int | None = None, num_warps: int | None = None):
     """q [B, H, 1, D]; k, v [B, H, n, D] (views of a cache: any strides with a unit last one);
     keep [B, n] bool or None (which keys may be attended). Returns [B, H, 1, D]."""
     global _kernel
@@ -75,5 +78,5 @@ def decode_attention(q, k, v, keep=None, block: int = 64):
     _kernel[(B, H)](q, k, v, o, keep_arg, n, 1.0 / math.sqrt(D),
                     q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
                     v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(2), smb,
-                    D=D, BLOCK=block, MASKED=keep is not None)
+                    D=D, BLOCK=block or BLOCK, MASKED=keep is not None, num_warps=num_warps or NUM_WARPS)
     return o.transpose(1, 2)

@@ -27,6 +27,7 @@ own random numbers, so it does not reproduce `generate`'s samples.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
@@ -34,10 +35,10 @@ import torch.nn.functional as F
 
 
 class Engine:
-    DECODE_ATTENTION = ("matmul", "sdpa", "triton")
+    DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
     def __init__(self, model, compile: bool = False, compact_every: int = 8, cuda_graphs: bool = False,
-                 decode_attention: str = "matmul"):
+                 decode_attention: str = "auto"):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -100,6 +101,10 @@ class Engine:
         if mask is not None:
             s = s.masked_fill_(~mask, -math.inf)
         return s.float().softmax(-1).to(v.dtype) @ v
+
+    def _attend_auto(self, q, k, v, mask):
+        fast = q.is_cuda and importlib.util.find_spec("triton") is not None
+        return (self._attend_triton if fast else self._attend_matmul)(q, k, v, mask)
 
     def _attend_sdpa(self, q, k, v, mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

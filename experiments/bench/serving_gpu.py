@@ -21,7 +21,8 @@ Rows:
 
 The decode step of a model this small is bound by reading its KV cache, so each graphed row
 also prints the bytes of cache it read per second against the device-to-device copy bandwidth
-measured here. Imports only torch and transformers, as a bare GPU image has them.
+measured here. Besides torch and transformers it needs only the `teachers` package and
+omegaconf (which `sim.tasks` imports), so it runs on a bare GPU image with one wheel carried.
 """
 
 from __future__ import annotations
@@ -64,6 +65,51 @@ def prompts(B: int, W: int, vocab: int, device, min_len: int | None = None, seed
     return ids.to(device), am.to(device)
 
 
+def sweep(B: int, config, N: int, n: int, device) -> None:
+    """The Triton decode kernel alone on one layer's cache views, each (block, warps) choice."""
+    import teachers.decode_attention as da
+
+    H, D = config.n_head, config.n_embd // config.n_head
+    cache = torch.randn(2, B, H, N, D, dtype=torch.bfloat16, device=device)
+    q = torch.randn(B, 1, 3 * H * D, dtype=torch.bfloat16, device=device)[..., : H * D].view(B, 1, H, D).transpose(1, 2)
+    k, v = cache[0, :, :, :n], cache[1, :, :, :n]
+    ref = F_attend(q, k, v)
+    read = 2 * B * H * n * D * 2
+    results = []
+    for block in (16, 32, 64, 128):
+        for warps in (1, 2, 4, 8):
+            out = da.decode_attention(q, k, v, block=block, num_warps=warps)
+            err = (out.float() - ref.float()).abs().max().item()
+            s = timed(lambda: da.decode_attention(q, k, v, block=block, num_warps=warps), repeat=20)
+            results.append((read / s, block, warps))
+            print(f"  triton decode kernel, block {block:3d}, {warps} warps: {read / s / 1e12:5.2f} TB/s of cache read "
+                  f"({s * 1e6:7.1f} us, {n} keys, batch {B}); max error {err:.1e}")
+    _, da.BLOCK, da.NUM_WARPS = max(results)
+    s = timed(lambda: F_attend(q, k, v), repeat=20)
+    print(f"  matmul decode attention: {read / s / 1e12:5.2f} TB/s; using block {da.BLOCK}, {da.NUM_WARPS} warps")
+
+
+def F_attend(q, k, v):
+    s = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    return s.float().softmax(-1).to(v.dtype) @ v
+
+
+def profile(model, B, W, T, V, suppress, device) -> None:
+    """The CUDA kernels of the eager static loop (triton decode), by total time."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    from teachers.engine import Engine, StaticDecode
+
+    ids, am = prompts(B, W, V, device)
+    dec = StaticDecode(Engine(model, decode_attention="triton"), B, W, T, -1, suppress, 0, True, device=device,
+                       capture=False)
+    dec.run(ids, am)
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        dec.run(ids, am)
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[16384], help="engine batch sizes")
@@ -72,6 +118,10 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--attention", nargs="+", default=["matmul", "triton", "sdpa"], help="decode attentions to time")
+    ap.add_argument("--sweep", action="store_true", help="time the Triton kernel's block and warp choices first "
+                    "and use the fastest")
+    ap.add_argument("--profile", action="store_true", help="print the CUDA kernels of a few decode steps")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: the GPU serving benchmark is skipped")
@@ -120,7 +170,7 @@ def main(argv=None) -> None:
               f"in rounding; greedy decoding diverges at near-ties)")
         B = args.batch[0]
         ids, am = prompts(B, W, V, device)
-        for att in ("matmul", "triton"):
+        for att in [a for a in args.attention if a != "sdpa"]:
             engine = Engine(model, decode_attention=att)
             engine.generate(ids[:64], am[:64], max_new_tokens=T, eos=-1, suppress=suppress)
             s = timed(lambda: engine.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress))
@@ -130,7 +180,9 @@ def main(argv=None) -> None:
 
         # the decode step's attention as matmuls (the engine's default), as the Triton kernel
         # (teachers.decode_attention), and as the fused SDPA kernels
-        runs = [(args.batch[0], mixed, att) for att in ("matmul", "triton", "sdpa") for mixed in (False, True)]
+        if args.sweep:
+            sweep(args.batch[0], model.config, W + T, W + T * 3 // 4, device)
+        runs = [(args.batch[0], mixed, att) for att in args.attention for mixed in (False, True)]
         runs += [(B, mixed, "triton") for B in args.batch[1:] for mixed in (False, True)]
         first = {}
         for B, mixed, att in runs:
@@ -162,6 +214,8 @@ def main(argv=None) -> None:
                 del eager, out
             del graphed
             torch.cuda.empty_cache()
+        if args.profile:
+            profile(model, args.batch[0], W, T, V, suppress, device)
     best = max(r for _, r in rows)
     print(f"best engine / naive per-request generate: {best / naive:,.0f}x; best / HF generate batch "
           f"{args.hf_batch}: {best / rows[1][1]:.1f}x; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
