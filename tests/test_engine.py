@@ -96,3 +96,25 @@ def test_static_decode_matches_the_engine(pair, padded):
         assert len(lengths) > 2
     with pytest.raises(ValueError, match="CUDA"):
         StaticDecode(engine, 2, 4, 4, fast.eos, suppress, 0, True, device="cpu", capture=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton decode kernel runs on CUDA")
+def test_triton_decode_attention_matches_matmuls():
+    """One new token over strided cache views, with and without a key mask (rows whose first
+    blocks are all masked included): the kernel against the engine's matmul attention."""
+    from teachers.decode_attention import decode_attention
+
+    torch.manual_seed(0)
+    B, H, N, D, n = 64, 4, 160, 32, 137
+    cache = torch.randn(2, B, H, N, D, device="cuda")
+    q = torch.randn(B, 1, 3 * H * D, device="cuda")[..., : H * D].view(B, 1, H, D).transpose(1, 2)
+    k, v = cache[0, :, :, :n], cache[1, :, :, :n]
+    keep = torch.rand(B, N, device="cuda") > 0.3
+    keep[:8, :100] = False
+    keep[:, n - 1] = True
+    engine = Engine.__new__(Engine)
+    engine.head_dim = D
+    for mask in (None, keep[:, None, None, :n]):
+        ref = engine._attend_matmul(q, k, v, None if mask is None else mask.clone())
+        out = decode_attention(q, k, v, None if mask is None else mask[:, 0, 0])
+        assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
