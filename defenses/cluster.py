@@ -61,37 +61,33 @@ class Cluster(Defense):
     def graph(self, accounts: list, features: pd.DataFrame):
         """The weighted account graph (networkx) over `accounts` (Account views)."""
         import networkx as nx
+        from scipy import sparse
 
+        from defenses.graph import shared_links
+
+        ids = [a.id for a in accounts]
         g = nx.Graph()
-        g.add_nodes_from(a.id for a in accounts)
-        w: dict[tuple[str, str], float] = {}
-
-        def link(groups, weight):
-            for ids in groups:
-                ids = sorted(ids)
-                if len(ids) < 2 or weight == 0:
-                    continue
-                for i in range(len(ids)):  # shared-indicator groups are small (proxies, payments)
-                    for j in range(i + 1, len(ids)):
-                        w[ids[i], ids[j]] = w.get((ids[i], ids[j]), 0.0) + weight
-
-        by = pd.DataFrame([{"id": a.id, "payment": a.payment, "device": a.device, "ip": a.ip,
+        g.add_nodes_from(ids)
+        if not ids:
+            return g
+        by = pd.DataFrame([{"payment": a.payment, "device": a.device, "ip": a.ip,
                             "subnet": a.subnet if a.asn_kind != "residential" else None} for a in accounts])
-        for key in ("payment", "device", "ip", "subnet"):
-            if key in self.weights and len(by):
-                groups = by.dropna(subset=[key]).groupby(key)["id"].apply(list)
-                link([ids for ids in groups if len(ids) <= 500], self.weights[key])  # a giant group says nothing
+        codes = {key: pd.factorize(by[key])[0] for key in ("payment", "device", "ip", "subnet")}  # None -> -1
+        w = shared_links(codes, self.weights, len(ids)).tocsr()
         if self.weights.get("behaviour") and len(features) > 1:
             x = features[list(FEATURES)].to_numpy(float)
             x = (x - x.mean(0)) / (x.std(0) + 1e-6)
             x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
-            sim = x @ x.T
-            ii, jj = np.nonzero(np.triu(sim >= self.similarity, k=1))
-            ids = list(features.index)
-            for i, j in zip(ii, jj):
-                a, b = sorted((ids[i], ids[j]))
-                w[a, b] = w.get((a, b), 0.0) + self.weights["behaviour"]
-        g.add_weighted_edges_from((a, b, x) for (a, b), x in w.items() if x >= self.min_weight)
+            ii, jj = np.nonzero(np.triu(x @ x.T >= self.similarity, k=1))
+            pos = {a: i for i, a in enumerate(ids)}
+            at = np.array([pos.get(a, -1) for a in features.index])
+            i, j = at[ii], at[jj]
+            keep = (i >= 0) & (j >= 0)
+            i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+            w = w + sparse.csr_matrix((np.full(len(i), self.weights["behaviour"]), (i, j)), shape=w.shape)
+        w = w.tocoo()
+        keep = w.data >= self.min_weight
+        g.add_weighted_edges_from((ids[i], ids[j], float(x)) for i, j, x in zip(w.row[keep], w.col[keep], w.data[keep]))
         return g
 
     def observe(self, window, ctx) -> list:

@@ -405,20 +405,13 @@ class _Sim:
         from scipy import sparse
         from scipy.sparse.csgraph import connected_components
 
+        from defenses.graph import shared_links
+
         cl, a, m = self.cl, self.accounts, len(seen)
         weights = dict(cl["weights"])
-        graph = sparse.csr_matrix((m, m))
-        for key in LINKS:
-            wk = float(weights.get(key, 0.0))
-            if wk == 0:
-                continue
-            v = a[key][seen]
-            keep = np.ones(m, bool) if key != "subnet" else a["residential"][seen] == 0
-            vals, inv, cnt = np.unique(np.where(keep, v, -1), return_inverse=True, return_counts=True)
-            ok = keep & (cnt[inv] >= 2) & (cnt[inv] <= 500)  # a giant group says nothing
-            b = sparse.csr_matrix((np.ones(ok.sum()), (np.flatnonzero(ok), inv[ok])), shape=(m, len(vals)))
-            graph = graph + wk * (b @ b.T)
-        graph = sparse.triu(graph, k=1).tocoo()
+        codes = {key: a[key][seen] for key in LINKS}
+        codes["subnet"] = np.where(a["residential"][seen] == 0, codes["subnet"], -1)
+        graph = shared_links(codes, weights, m)
         w = graph.data.copy()
         wb = float(weights.get("behaviour", 0.0))
         if wb and len(ids) > 1:  # similarity only where it can tip a pair over min_weight
