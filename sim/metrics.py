@@ -73,7 +73,7 @@ def kb_coverage(suite: Suite, queried) -> float:
 
 
 def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[str, int],
-                  clusters: dict[str, str] | None = None) -> dict[str, float]:
+                  clusters: dict[str, str] | None = None, flags: dict[str, int] | None = None) -> dict[str, float]:
     """`utility/*`, `detection/*` and traffic counts from the exchange log (a DataFrame with
     the public columns and the `truth/*` columns) and the gateway's bans (account -> tick).
 
@@ -81,8 +81,10 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
       the undefended teacher (blocked, throttled, poisoned, wrong and a hidden requested
       rationale all count as not served).
     - `utility/false_ban_rate`: legitimate accounts banned / legitimate accounts.
-    - `detection/precision`, `detection/recall`: of the banned accounts, the attacker's; of
-      the attacker's accounts, the banned.
+    - `detection/precision`, `detection/recall`: of the accounts a detector acted on (banned,
+      or flagged for shaping and poisoning: `flags`), the attacker's; of the attacker's
+      accounts, those acted on. Whether a detector bans or flags is policy; what it found is
+      the same.
     - `detection/ticks_to_first_ban`: ticks from the campaign's first query to its first ban.
     - `detection/leaked_before_ban`: distillation exchanges served before that ban (all of
       them when it never came).
@@ -92,6 +94,7 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     legit = log[log["truth/kind"] == "user"]
     attack = log[log["truth/kind"] == "attack"]
     banned = set(bans)
+    detected = banned | set(flags or {})
     hit = banned & attacker_ids
     attack_bans = [bans[a] for a in hit]
     first_query = float(attack["tick"].min()) if len(attack) else float("nan")
@@ -106,8 +109,8 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
         "utility/relative": ratio(float(legit["truth/ok"].sum()), float(legit["truth/clean_ok"].sum())),
         "utility/false_ban_rate": ratio(len(banned & legit_ids), len(legit_ids)),
         "utility/legit_requests": len(legit),
-        "detection/precision": ratio(len(hit), len(banned)),
-        "detection/recall": ratio(len(hit), len(attacker_ids)),
+        "detection/precision": ratio(len(detected & attacker_ids), len(detected)),
+        "detection/recall": ratio(len(detected & attacker_ids), len(attacker_ids)),
         "detection/ticks_to_first_ban": first_ban - first_query if attack_bans else float("nan"),
         "detection/leaked_before_ban": int((served_attack["tick"] < first_ban).sum()),
         "detection/cluster_ari": adjusted_rand_index(truth, found),

@@ -94,3 +94,32 @@ def test_adaptive_fingerprint_bans_and_retrains_on_its_bans(make_cfg):
     ids = {a.id for a in world.attacker.owned_accounts()}
     banned = set(t.gateway.ctx.banned)
     assert fp.retrains >= 1 and len(banned & ids) > len(banned - ids)
+
+
+def test_embedding_features_are_optional_and_say_what_they_need(make_cfg):
+    """`defense.fingerprint.embeddings=true` without the optional package stops with one line
+    naming the value and the install; with it, people's requests follow a thread (consecutive
+    requests embed close) and a campaign's jump between cells."""
+    import pytest
+
+    from defenses.base import Stack
+    from defenses.embeddings import EMBEDDING_FEATURES, available
+    from sim.runner import World
+
+    over = ("defense=fingerprint", "defense.fingerprint.embeddings=true", "defense.fingerprint.min_requests=3",
+            "attacker=hydra", "attacker.accounts=30", "attacker.mix=0",
+            "attacker.queries=300", "sizes.users=100", "clock.days=3", "clock.tick_minutes=30")
+    if not available():
+        with pytest.raises(ValueError, match=r"embeddings=true needs .*pip install"):
+            World(make_cfg(*over))
+        pytest.skip("the optional all-MiniLM-L6-v2 package is not installed: the error path was checked")
+    world, t, _ = traffic(make_cfg, *over, stack=Stack([]))  # features only: no detector acting
+    fp = world.stack.defenses[0]
+    offsets = {a.id: a.utc_offset for a in world.users.owned_accounts() + world.attacker.owned_accounts()}
+    feats = fp.features(t.log, offsets, world.clock.tick_minutes)
+    assert list(feats.columns) == [*FEATURES, *EMBEDDING_FEATURES] and feats.notna().all().all()
+    owner = t.log.drop_duplicates("account").set_index("account")["truth/owner"].reindex(feats.index)
+    bad, good = feats[owner == "attacker"], feats[owner == "users"]
+    assert len(bad) > 20 and len(good) > 20
+    assert bad["semantic_continuity"].mean() + 0.1 < good["semantic_continuity"].mean()
+    assert bad["semantic_uniformity"].mean() < good["semantic_uniformity"].mean()

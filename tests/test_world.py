@@ -161,6 +161,12 @@ def test_bans_block_and_hydra_buys_replacements(make_cfg):
     assert m["detection/precision"] == 1.0 and 0 < m["detection/recall"] <= 1
     assert m["detection/ticks_to_first_ban"] >= 0
     assert m["detection/leaked_before_ban"] < (t.log["truth/kind"] == "attack").sum()
+    # a detector that flags the same accounts found the same: precision and recall count
+    # flags, while the ban-timed metrics see no ban
+    f = world_metrics(t.log, {x.id for x in a.owned_accounts()}, set(), {}, flags=t.gateway.ctx.banned)
+    assert (f["detection/precision"], f["detection/recall"]) == (m["detection/precision"], m["detection/recall"])
+    assert f["detection/ticks_to_first_ban"] != f["detection/ticks_to_first_ban"]  # NaN
+    assert f["detection/leaked_before_ban"] == (t.log[t.log["truth/kind"] == "attack"]["status"] == "served").sum()
 
 
 class BlockUsers(Defense):
