@@ -122,6 +122,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", action="store_true", help="time the Triton kernel's block and warp choices first "
                     "and use the fastest")
     ap.add_argument("--profile", action="store_true", help="print the CUDA kernels of a few decode steps")
+    ap.add_argument("--graphs-only", action="store_true", help="only the engine with CUDA graphs (no generate or "
+                    "eager rows)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: the GPU serving benchmark is skipped")
@@ -149,34 +151,34 @@ def main(argv=None) -> None:
     hf = dict(max_new_tokens=T, min_new_tokens=T, do_sample=False, pad_token_id=PAD, eos_token_id=EOS,
               suppress_tokens=[PAD, BOS, SEP])
     with torch.no_grad():
-        ids, am = prompts(max(args.naive, 8), W, V, device)
-        model.generate(input_ids=ids[:1], attention_mask=am[:1].long(), **hf)  # warm-up
-        s = timed(lambda: [model.generate(input_ids=ids[i : i + 1], attention_mask=am[i : i + 1].long(), **hf)
-                           for i in range(args.naive)])
-        report("naive per-request generate (batch 1)", args.naive, s)
-        naive = rows[-1][1]
+        if not args.graphs_only:
+            ids, am = prompts(max(args.naive, 8), W, V, device)
+            model.generate(input_ids=ids[:1], attention_mask=am[:1].long(), **hf)  # warm-up
+            s = timed(lambda: [model.generate(input_ids=ids[i : i + 1], attention_mask=am[i : i + 1].long(), **hf)
+                               for i in range(args.naive)])
+            report("naive per-request generate (batch 1)", args.naive, s)
 
-        ids, am = prompts(args.hf_batch, W, V, device)
-        model.generate(input_ids=ids[:64], attention_mask=am[:64].long(), **hf)
-        s = timed(lambda: model.generate(input_ids=ids, attention_mask=am.long(), **hf))
-        report(f"HF generate, batch {args.hf_batch}", args.hf_batch, s)
-        n = min(256, args.hf_batch)
-        hf_out = model.generate(input_ids=ids[:n], attention_mask=am[:n].long(), **hf)[:, W:]
+            ids, am = prompts(args.hf_batch, W, V, device)
+            model.generate(input_ids=ids[:64], attention_mask=am[:64].long(), **hf)
+            s = timed(lambda: model.generate(input_ids=ids, attention_mask=am.long(), **hf))
+            report(f"HF generate, batch {args.hf_batch}", args.hf_batch, s)
+            n = min(256, args.hf_batch)
+            hf_out = model.generate(input_ids=ids[:n], attention_mask=am[:n].long(), **hf)[:, W:]
 
-        engine = Engine(model)
-        eng_out = engine.generate(ids[:n], am[:n], max_new_tokens=T, eos=-1, suppress=suppress)[0]
-        agree = (eng_out == hf_out).all(-1).float().mean().item()
-        print(f"engine (eager) tokens equal to HF generate's on {agree:.0%} of {n} exchanges (bf16 kernels differ "
-              f"in rounding; greedy decoding diverges at near-ties)")
-        B = args.batch[0]
-        ids, am = prompts(B, W, V, device)
-        for att in [a for a in args.attention if a != "sdpa"]:
-            engine = Engine(model, decode_attention=att)
-            engine.generate(ids[:64], am[:64], max_new_tokens=T, eos=-1, suppress=suppress)
-            s = timed(lambda: engine.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress))
-            report(f"engine, eager loop, {att} decode", B, s)
-            del engine
-            torch.cuda.empty_cache()
+            engine = Engine(model)
+            eng_out = engine.generate(ids[:n], am[:n], max_new_tokens=T, eos=-1, suppress=suppress)[0]
+            agree = (eng_out == hf_out).all(-1).float().mean().item()
+            print(f"engine (eager) tokens equal to HF generate's on {agree:.0%} of {n} exchanges (bf16 kernels differ "
+                  f"in rounding; greedy decoding diverges at near-ties)")
+            B = args.batch[0]
+            ids, am = prompts(B, W, V, device)
+            for att in [a for a in args.attention if a != "sdpa"]:
+                engine = Engine(model, decode_attention=att)
+                engine.generate(ids[:64], am[:64], max_new_tokens=T, eos=-1, suppress=suppress)
+                s = timed(lambda: engine.generate(ids, am, max_new_tokens=T, eos=-1, suppress=suppress))
+                report(f"engine, eager loop, {att} decode", B, s)
+                del engine
+                torch.cuda.empty_cache()
 
         # the decode step's attention as matmuls (the engine's default), as the Triton kernel
         # (teachers.decode_attention), and as the fused SDPA kernels
@@ -217,8 +219,10 @@ def main(argv=None) -> None:
         if args.profile:
             profile(model, args.batch[0], W, T, V, suppress, device)
     best = max(r for _, r in rows)
-    print(f"best engine / naive per-request generate: {best / naive:,.0f}x; best / HF generate batch "
-          f"{args.hf_batch}: {best / rows[1][1]:.1f}x; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    if not args.graphs_only:
+        print(f"best engine / naive per-request generate: {best / rows[0][1]:,.0f}x; best / HF generate batch "
+              f"{args.hf_batch}: {best / rows[1][1]:.1f}x")
+    print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
 
 if __name__ == "__main__":
