@@ -235,7 +235,7 @@ def atomic_write(path: Path, text: str) -> None:
 #   {metric: M, higher: SEL, than: SEL}       mean M of the first group above the second's
 #   {metric: M, close: SEL, to: SEL, within: d}   the two means within d of each other
 #   {metric: M, where: SEL, below: v}          the group's mean M below v (or `above: v`)
-#   {drop: M1, vs: M2, from: SEL, to: SEL}     M1 falls more than M2 from one group to the other
+#   {drop: M1, vs: M2, from: SEL, to: SEL}     M1 falls, and more than M2, from one group to the other
 #   {metric: M, against: X, below: SEL, curve: SEL[, tolerance: t]}   at equal X, the group's M lies
 #                                              under the other group's M(X) curve (linear interpolation;
 #                                              points up to t outside the curve's X range count at its end)
@@ -268,7 +268,7 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     if "drop" in c:
         a0, a1 = _mean(df, c["from"], c["drop"]), _mean(df, c["to"], c["drop"])
         b0, b1 = _mean(df, c["from"], c["vs"]), _mean(df, c["to"], c["vs"])
-        ok = (a0 - a1) > (b0 - b1)
+        ok = a0 - a1 > max(0.0, b0 - b1)  # M1 must fall at all, and by more than M2
         text = (f"from {_name(c['from'])} to {_name(c['to'])}, {c['drop']} goes {a0:.3f} → {a1:.3f} ({a1 - a0:+.3f}) "
                 f"and {c['vs']} {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f})")
     elif "recovers" in c:

@@ -48,6 +48,11 @@ def test_verdicts_hold_fail_and_cannot_tell():
                                "within": 0.005})[0] is False
     assert report.verdict(df, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
                                "to": {"defense": "poison"}})[0] is True
+    # both rising is no drop, even when the other rises more
+    rise = pd.DataFrame({"choice/defense": ["none", "shaping"], "transfer/arith": [0.126, 0.131],
+                         "transfer/tool": [0.022, 0.055]})
+    assert report.verdict(rise, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
+                                 "to": {"defense": "shaping"}})[0] is False
     assert report.verdict(df, {"metric": "transfer/mean", "where": {"defense": "poison"}, "below": 0.2})[0] is True
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "poison"}, "from": {"defense": "none"}})[0] is True
