@@ -15,8 +15,9 @@ tight decode loop:
 - device-agnostic (CPU or CUDA); `compile=True` wraps the decode step in `torch.compile`;
 - on CUDA, `cuda_graphs=True` captures the decode loop of a batch shape once (`StaticDecode`:
   one graph per step, each attending over only the cache prefix filled so far) and replays it
-  for every later batch of that shape. Kernel launches, not arithmetic, bound a small model's
-  decode step on a GPU; a replayed graph launches the whole step at once. The captured loop
+  for every later batch of that shape: a replayed graph launches the whole step at once,
+  without Python (on an H200, 20,778 → 31,976 exchanges/s with the Triton decode, batch
+  16,384; `python -m experiments.bench.serving_gpu`). The captured loop
   keeps every row to the end (no compaction) and runs neither Python logits processors nor
   sampling, which fall back to the eager loop.
 
@@ -195,8 +196,8 @@ class StaticDecode:
     Step t's graph feeds token t-1 at its position and attends over the cache slots [0, W + t):
     the filled prefix only, where one graph for all steps would read the whole padded cache
     every step. Graphs share one memory pool and are replayed in the order they were captured.
-    A batch without padding (`dense`) needs no mask, which lets the attention use the flash
-    kernel. Every row runs to the last step; after a row's EOS its tokens are filler, as in
+    A batch without padding (`dense`) needs no mask: the prompt's attention uses the flash
+    kernel and the decode steps skip the masking. Every row runs to the last step; after a row's EOS its tokens are filler, as in
     `Engine.generate`. Decoding stops early, checked every `check_every` steps, once every row
     has finished.
     """
