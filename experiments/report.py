@@ -174,8 +174,11 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.errorbar(nums[f"{x}/mean"], nums[f"{y}/mean"], xerr=nums[f"{x}/std"].fillna(0), yerr=nums[f"{y}/std"].fillna(0),
                 fmt="o", capsize=3)
+    mid = (nums[f"{x}/mean"].min() + nums[f"{x}/mean"].max()) / 2
     for (_, r), label in zip(nums.iterrows(), labels):
-        ax.annotate(label, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        right = r[f"{x}/mean"] > mid  # labels of right-hand points go left, inside the frame
+        ax.annotate(label, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points", xytext=(-4 if right else 4, 4),
+                    ha="right" if right else "left", fontsize=7)
     front = frontier(list(zip(nums[f"{x}/mean"], nums[f"{y}/mean"])))
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="defender's frontier")
     ax.set_xlabel(f"{x} →\n(legitimate service kept, as a fraction of the undefended service)")
