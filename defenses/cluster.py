@@ -79,8 +79,7 @@ class Cluster(Defense):
             x = (x - x.mean(0)) / (x.std(0) + 1e-6)
             x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
             ii, jj = np.nonzero(np.triu(x @ x.T >= self.similarity, k=1))
-            pos = {a: i for i, a in enumerate(ids)}
-            at = np.array([pos.get(a, -1) for a in features.index])
+            at = pd.Index(ids).get_indexer(features.index)  # -1: an account not in this graph
             i, j = at[ii], at[jj]
             keep = (i >= 0) & (j >= 0)
             i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])

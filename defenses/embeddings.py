@@ -63,17 +63,17 @@ class Embedder:
     """all-MiniLM-L6-v2 sentence embeddings, batched, memoised per text (requests repeat)."""
 
     def __init__(self, batch_size: int = 256):
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         path = model_dir()
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval()
-        self.batch_size, self.torch = batch_size, torch
+        self.batch_size = batch_size
         self.memo: dict[str, np.ndarray] = {}
 
     def encode(self, texts) -> np.ndarray:
-        torch = self.torch
+        import torch
+
         todo = list(dict.fromkeys(t for t in texts if t not in self.memo))
         for b in range(0, len(todo), self.batch_size):
             chunk = todo[b : b + self.batch_size]

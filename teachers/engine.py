@@ -36,6 +36,15 @@ import torch
 import torch.nn.functional as F
 
 
+def matmul_attention(q, k, v, mask=None):
+    """One new token's attention as two batched matmuls: q [B, H, 1, D] over k, v [B, H, n, D]
+    (`mask` [B, 1, 1, n], True = may attend), softmax in float32."""
+    s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        s = s.masked_fill_(~mask, -math.inf)
+    return s.float().softmax(-1).to(v.dtype) @ v
+
+
 class Engine:
     DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
@@ -57,6 +66,7 @@ class Engine:
             raise ValueError(f"decode_attention={decode_attention!r}: choose one of {self.DECODE_ATTENTION}")
         self.cuda_graphs = cuda_graphs
         self._attend_one = getattr(self, f"_attend_{decode_attention}")
+        self._triton = importlib.util.find_spec("triton") is not None  # looked up once, not per step
         self._static = None  # the last batch shape's captured decode: one shape's cache at a time
 
     # -- the GPT-2 computation (HF `GPT2Block`: pre-LN attention and MLP, tied head)
@@ -99,14 +109,10 @@ class Engine:
     # their per-row set-up; on CUDA the Triton kernel reads the cache once and does nothing else.
 
     def _attend_matmul(self, q, k, v, mask):
-        s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
-        if mask is not None:
-            s = s.masked_fill_(~mask, -math.inf)
-        return s.float().softmax(-1).to(v.dtype) @ v
+        return matmul_attention(q, k, v, mask)
 
     def _attend_auto(self, q, k, v, mask):
-        fast = q.is_cuda and importlib.util.find_spec("triton") is not None
-        return (self._attend_triton if fast else self._attend_matmul)(q, k, v, mask)
+        return (self._attend_triton if q.is_cuda and self._triton else self._attend_matmul)(q, k, v, mask)
 
     def _attend_sdpa(self, q, k, v, mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -68,12 +68,13 @@ def prompts(B: int, W: int, vocab: int, device, min_len: int | None = None, seed
 def sweep(B: int, config, N: int, n: int, device) -> None:
     """The Triton decode kernel alone on one layer's cache views, each (block, warps) choice."""
     import teachers.decode_attention as da
+    from teachers.engine import matmul_attention
 
     H, D = config.n_head, config.n_embd // config.n_head
     cache = torch.randn(2, B, H, N, D, dtype=torch.bfloat16, device=device)
     q = torch.randn(B, 1, 3 * H * D, dtype=torch.bfloat16, device=device)[..., : H * D].view(B, 1, H, D).transpose(1, 2)
     k, v = cache[0, :, :, :n], cache[1, :, :, :n]
-    ref = F_attend(q, k, v)
+    ref = matmul_attention(q, k, v)
     read = 2 * B * H * n * D * 2
     results = []
     for block in (16, 32, 64, 128):
@@ -85,13 +86,8 @@ def sweep(B: int, config, N: int, n: int, device) -> None:
             print(f"  triton decode kernel, block {block:3d}, {warps} warps: {read / s / 1e12:5.2f} TB/s of cache read "
                   f"({s * 1e6:7.1f} us, {n} keys, batch {B}); max error {err:.1e}")
     _, da.BLOCK, da.NUM_WARPS = max(results)
-    s = timed(lambda: F_attend(q, k, v), repeat=20)
+    s = timed(lambda: matmul_attention(q, k, v), repeat=20)
     print(f"  matmul decode attention: {read / s / 1e12:5.2f} TB/s; using block {da.BLOCK}, {da.NUM_WARPS} warps")
-
-
-def F_attend(q, k, v):
-    s = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-    return s.float().softmax(-1).to(v.dtype) @ v
 
 
 def profile(model, B, W, T, V, suppress, device) -> None:
