@@ -324,11 +324,13 @@ def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=N
     checks = [verdict(df, c) for c in spec.get("check", [])]
     scales = ", ".join(sorted(df.get("config/scale_name", pd.Series(["?"])).astype(str).unique()))
     commits = ", ".join(sorted({str(c)[:8] for c in df.get("git/commit", [])}))
+    # the teacher decides every number: a page measured on an earlier shipped teacher says so
+    teachers = ", ".join(sorted({str(c)[:8] for c in df.get("teacher/hash", pd.Series(dtype=str)).dropna()})) or "?"
     lines = [f"# `experiment={name}`", "", f"**Claim.** {spec.get('claim', '(no claim stated)')}", "",
              f"**Source.** {spec.get('source', '–')}", "", "**Command.**", "", "```",
              *(spec.get("command") or [f"python experiments/run.py -m experiment={name}"]),
              "python -m experiments.report <sweep directories> --docs docs", "```", "",
-             f"**Result** ({len(df)} runs at scale={scales}, commit {commits}):", "",
+             f"**Result** ({len(df)} runs at scale={scales}, commit {commits}, teacher {teachers}):", "",
              summarise(df, metrics or spec.get("metrics"), by).to_markdown(index=False), ""]
     if png:
         lines += [f"![Pareto plot: transfer against utility]({png})", ""]
