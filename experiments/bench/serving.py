@@ -7,6 +7,10 @@
    `full` defense stack) against naive per-request `model.generate` on the same teacher and
    the same prompts.
 2. Defense-stack overhead per exchange: `full` against the empty stack, same traffic.
+3. The machine's bound on the gateway (a roofline, measured in the same process): every new
+   token must read its request's whole K/V cache and do the weights' multiply-adds once, so
+   an exchange costs at least max(cache bytes / memory bandwidth, FLOPs / matmul throughput).
+   Set against the naive rate, that is the largest ratio this teacher can show on this machine.
 """
 
 from __future__ import annotations
@@ -40,20 +44,53 @@ def traffic(world, n: int, accounts: int, seed: int = 0):
     return accs, prompts
 
 
-def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[float, int]:
+def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[float, int, list]:
+    """Served exchanges per second, how many, and (prompt tokens, new tokens) of each."""
     from sim.gateway import Gateway
 
     gw = Gateway(teacher, world.stack, seed=0, **dict(cfg.gateway))
     for a in accs:
         gw.open_account(a)
     # start a day in, when every account's identity check has cleared (the `identity` friction)
-    served, t0 = 0, time.perf_counter()
+    served, t0 = [], time.perf_counter()
     for tick, b in enumerate(range(0, len(prompts), per_tick), start=24 * 60 // int(cfg.clock.tick_minutes)):
         batch = [(accs[(b + i) % len(accs)], p) for i, p in enumerate(prompts[b : b + per_tick])]
-        served += sum(e.status == "served" for e in gw.serve(tick, batch))
+        served += [e for e in gw.serve(tick, batch) if e.status == "served"]
         if (tick + 1) % gw.observe_every == 0:
             gw.observe(tick)
-    return served / (time.perf_counter() - t0), served
+    seconds = time.perf_counter() - t0
+    # the EOS is a generated token too
+    lengths = [(len(teacher.tok.request_ids(e.request.prompt)), len(teacher.tok.encode(e.raw.text)) + e.raw.finished)
+               for e in served]
+    return len(served) / seconds, len(served), lengths
+
+
+def roofline(teacher, lengths, threads: int) -> dict:
+    """The fastest this machine could serve these exchanges: per new token, the K/V cache of
+    its context is read once (2 x layers x width x 4 bytes per position) and each weight
+    matrix is applied once (2 FLOPs per weight). Bandwidth from a large copy, throughput from
+    a matmul of the teacher's widest shape at a tick's batch, both measured here."""
+    cfg = teacher.model.config
+    per_position = 2 * cfg.n_layer * cfg.n_embd * 4
+    cache_bytes = sum(per_position * (p * r + r * (r - 1) / 2) for p, r in lengths) / len(lengths)
+    weights = sum(m.weight.numel() for m in teacher.model.modules() if type(m).__name__ == "Conv1D")
+    flops = 2 * (weights + cfg.n_embd * cfg.vocab_size) * sum(r for _, r in lengths) / len(lengths)
+    torch.set_num_threads(threads)
+    src = torch.ones(64 * 2**20 // 4)  # 64 MiB: twice the L3 cache
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    bandwidth = 10 * 2 * src.numel() * 4 / (time.perf_counter() - t0)  # bytes read + written
+    a, w = torch.randn(512, cfg.n_embd), torch.randn(cfg.n_embd, 4 * cfg.n_embd)
+    a @ w
+    t0 = time.perf_counter()
+    for _ in range(50):
+        a @ w
+    matmul = 50 * 2 * a.shape[0] * w.numel() / (time.perf_counter() - t0)
+    return {"cache_bytes": cache_bytes, "flops": flops, "bandwidth": bandwidth, "matmul": matmul,
+            "rate": 1 / max(cache_bytes / bandwidth, flops / matmul)}
 
 
 def naive_rate(teacher, prompts, max_new_tokens: int) -> float:
@@ -89,9 +126,10 @@ def main(argv=None) -> None:
     accs, prompts = traffic(full, args.exchanges, accounts=max(1, args.exchanges // 4))
     max_new = int(cfg.gateway.max_new_tokens)
     teacher.generate(prompts[:8], max_new_tokens=max_new)  # warm-up
-    rate_full, served_full = gateway_rate(teacher, full, cfg, accs, prompts, args.per_tick)
-    rate_none, served_none = gateway_rate(teacher, none, cfg, accs, prompts, args.per_tick)
+    rate_full, served_full, lengths = gateway_rate(teacher, full, cfg, accs, prompts, args.per_tick)
+    rate_none, served_none, _ = gateway_rate(teacher, none, cfg, accs, prompts, args.per_tick)
     rate_naive = naive_rate(teacher, prompts[: args.naive], max_new)
+    bound = roofline(teacher, lengths, args.threads) if args.device == "cpu" else None
     print(f"device {args.device}, {torch.get_num_threads()} threads, teacher {teacher.num_parameters():,} parameters, "
           f"max {max_new} new tokens, chain-of-thought questions")
     print(f"gateway, defense=full : {rate_full:9.1f} exchanges/s ({served_full} served of {len(prompts)}, "
@@ -100,6 +138,13 @@ def main(argv=None) -> None:
     print(f"naive per-request generate: {rate_naive:6.1f} exchanges/s ({args.naive} requests)")
     print(f"ratio gateway(full) / naive: {rate_full / rate_naive:.1f}x")
     print(f"defense-stack overhead (full - none): {1e3 * (1 / rate_full - 1 / rate_none):.3f} ms per exchange")
+    if bound:
+        p, r = (sum(x) / len(lengths) for x in zip(*lengths))
+        print(f"roofline: {p:.0f} prompt + {r:.0f} new tokens an exchange read {bound['cache_bytes'] / 1e6:.2f} MB of "
+              f"K/V cache and do {bound['flops'] / 1e6:.1f} MFLOP of weights; at {bound['bandwidth'] / 1e9:.1f} GB/s "
+              f"copy bandwidth and {bound['matmul'] / 1e9:.0f} GFLOP/s matmul: at most {bound['rate']:.0f} exchanges/s")
+        print(f"ratio bound / naive: {bound['rate'] / rate_naive:.1f}x; the gateway runs at "
+              f"{rate_full / bound['rate']:.0%} of the bound")
 
 
 if __name__ == "__main__":
