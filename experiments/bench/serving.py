@@ -65,7 +65,7 @@ def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[flo
     return len(served) / seconds, len(served), lengths
 
 
-def roofline(teacher, lengths, threads: int) -> dict:
+def roofline(teacher, lengths) -> dict:
     """The fastest this machine could serve these exchanges: per new token, the K/V cache of
     its context is read once (2 x layers x width x 4 bytes per position) and each weight
     matrix is applied once (2 FLOPs per weight). Bandwidth from a large copy, throughput from
@@ -75,7 +75,6 @@ def roofline(teacher, lengths, threads: int) -> dict:
     cache_bytes = sum(per_position * (p * r + r * (r - 1) / 2) for p, r in lengths) / len(lengths)
     weights = sum(m.weight.numel() for m in teacher.model.modules() if type(m).__name__ == "Conv1D")
     flops = 2 * (weights + cfg.n_embd * cfg.vocab_size) * sum(r for _, r in lengths) / len(lengths)
-    torch.set_num_threads(threads)
     src = torch.ones(64 * 2**20 // 4)  # 64 MiB: twice the L3 cache
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -129,7 +128,7 @@ def main(argv=None) -> None:
     rate_full, served_full, lengths = gateway_rate(teacher, full, cfg, accs, prompts, args.per_tick)
     rate_none, served_none, _ = gateway_rate(teacher, none, cfg, accs, prompts, args.per_tick)
     rate_naive = naive_rate(teacher, prompts[: args.naive], max_new)
-    bound = roofline(teacher, lengths, args.threads) if args.device == "cpu" else None
+    bound = roofline(teacher, lengths) if args.device == "cpu" else None
     print(f"device {args.device}, {torch.get_num_threads()} threads, teacher {teacher.num_parameters():,} parameters, "
           f"max {max_new} new tokens, chain-of-thought questions")
     print(f"gateway, defense=full : {rate_full:9.1f} exchanges/s ({served_full} served of {len(prompts)}, "
