@@ -17,17 +17,15 @@ The loss functions are pure (tensors in, a scalar out) and unit-tested.
 from __future__ import annotations
 
 import math
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from sim.tasks.base import ANSWER_MARK
 from teachers.lm import CharLM
-from teachers.train import CausalLMModule
+from teachers.train import CausalLMModule, fit
 from teachers.vocab import EOS, PAD
 
 TARGETS = ("visible", "answer")
@@ -161,25 +159,9 @@ class DistillModule(CausalLMModule):
 def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size: int, lr: float, seed: int,
           logger=False) -> dict:
     """`steps` optimiser steps on shuffled `examples`; deterministic on CPU for a seed."""
-    from torch.utils.data import DataLoader
-
-    L.seed_everything(seed, workers=True, verbose=False)
-    loader = DataLoader(examples, batch_size=min(batch_size, len(examples)), shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(seed), num_workers=0)
-    module = DistillModule(model, recipe, lr=lr, max_steps=steps)
-    trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu" if not torch.cuda.is_available() else "auto",
-                        devices=1, deterministic=True, logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=max(1, min(50, steps // 10)), gradient_clip_val=1.0)
-    model.train()
-    t0 = time.perf_counter()
-    trainer.fit(module, loader)
-    model.eval()
-    seconds = time.perf_counter() - t0
-    loss = trainer.callback_metrics.get("train/loss")
-    return {"steps": steps, "tokens": module.tokens_seen, "seconds": seconds,
-            "tokens_per_s": module.tokens_seen / max(seconds, 1e-9),
-            "final_loss": float(loss) if loss is not None else math.nan}
+    return fit(model, examples, steps=steps, batch_size=min(batch_size, len(examples)), lr=lr, seed=seed,
+               logger=logger, shuffle=True, module=DistillModule(model, recipe, lr=lr, max_steps=steps),
+               collate_fn=collate)
 
 
 @dataclass

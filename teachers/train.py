@@ -71,18 +71,21 @@ class StreamDataset(IterableDataset):
 
 
 def fit(model, data, *, steps: int, batch_size: int, lr: float, seed: int, logger=False, shuffle: bool = False,
-        progress: bool = False, callbacks=()) -> dict:
+        progress: bool = False, callbacks=(), module: CausalLMModule | None = None, collate_fn=collate) -> dict:
     """Train `model` for `steps` optimizer steps on `data` (a dataset of token-id pairs).
 
+    `module` is the LightningModule that wraps `model` (a student's recipe loss) and
+    `collate_fn` builds its batches; by default the plain next-token loss on token-id pairs.
     Deterministic on CPU for a given seed. Returns throughput statistics."""
     L.seed_everything(seed, workers=True, verbose=False)
     gen = torch.Generator().manual_seed(seed)
     if isinstance(data, StreamDataset):  # yields whole batches already
-        loader = DataLoader(data, batch_size=None, collate_fn=collate, num_workers=0)
+        loader = DataLoader(data, batch_size=None, collate_fn=collate_fn, num_workers=0)
     else:
-        loader = DataLoader(data, batch_size=batch_size, collate_fn=collate, shuffle=shuffle,
+        loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_fn, shuffle=shuffle,
                             generator=gen if shuffle else None, num_workers=0)
-    module = CausalLMModule(model, lr=lr, max_steps=steps)
+    if module is None:
+        module = CausalLMModule(model, lr=lr, max_steps=steps)
     trainer = L.Trainer(
         max_steps=steps,
         max_epochs=-1,

@@ -60,22 +60,36 @@ class Suite:
         self.eval_set = self._draw_eval_set()
         self.eval_prompts = frozenset(p.prompt for p in self.eval_set)
 
-    def _heldout_cap(self, skill: Skill, difficulty: int, probes: int = 2000) -> int:
-        """How many problems the cell holds out: `eval_per_cell`, or `heldout_fraction` of the
-        cell's distinct prompts when a probe of `probes` draws finds at most half that many."""
+    def _small_cell(self, skill: Skill, difficulty: int, probes: int = 2000) -> list[Problem] | None:
+        """A cell's distinct problems when a probe of `probes` draws finds at most half that
+        many (the cell can be enumerated), else None."""
         rng = random.Random(f"probe-{skill.name}-{difficulty}")
-        distinct = len({skill.sample(rng, difficulty).prompt for _ in range(probes)})
-        if distinct > probes // 2:
-            return self.eval_per_cell
-        return max(1, min(self.eval_per_cell, int(distinct * self.heldout_fraction)))
+        distinct: dict[str, Problem] = {}
+        for _ in range(probes):
+            p = skill.sample(rng, difficulty)
+            distinct.setdefault(p.prompt, p)
+        return [distinct[k] for k in sorted(distinct)] if len(distinct) <= probes // 2 else None
 
     def _draw_eval_set(self) -> list[Problem]:
-        rng = random.Random(f"eval-{self.eval_seed}")
+        """`eval_per_cell` problems per cell. A small cell holds out at most `heldout_fraction`
+        of its distinct prompts, drawn uniformly among them rather than by how often the skill
+        samples them: drawn by frequency, a one-slot tool request's three cabin-class forms
+        (a fifth of the cell's probability, 3 of its ~100 prompts) were all held out, and the
+        teacher never saw that form (teacher af5ee53f, tool difficulty 1: 0.84)."""
         problems, seen = [], set()
         for name, skill in self.skills.items():
             for d in self.difficulties:
-                cap, got, misses = self._heldout_cap(skill, d), 0, 0
-                while got < cap and misses < 50 * cap:
+                # one stream per cell: editing one skill does not redraw the other skills' held-out sets
+                rng = random.Random(f"eval-{self.eval_seed}-{name}-{d}")
+                small = self._small_cell(skill, d)
+                if small is not None:
+                    cap = max(1, min(self.eval_per_cell, int(len(small) * self.heldout_fraction)))
+                    taken = [p for p in rng.sample(small, len(small)) if p.prompt not in seen][:cap]
+                    seen.update(p.prompt for p in taken)
+                    problems += taken
+                    continue
+                got, misses = 0, 0
+                while got < self.eval_per_cell and misses < 50 * self.eval_per_cell:
                     p = skill.sample(rng, d)
                     if p.prompt in seen:
                         misses += 1

@@ -2,7 +2,10 @@
 
 Stands in for agentic tool use. The request names slots in any order and in surface forms
 ("at 5pm", "on tue", "first class"); the call lists them in the tool's canonical order with
-normalised values. Difficulty sets how many slots the request fills.
+normalised values. Difficulty sets how many slots the request fills. Every slot has several
+surface forms: with one form per day and per cabin class, a one-slot request had 3 forms for
+the class, and the held-out draw (a quarter of that cell's prompts) once took all three, so
+the teacher never saw a one-slot class request (teacher af5ee53f: 0.84 at difficulty 1).
 
     tool for 2 to rome at 5pm   ->  city=rome n=2 time=17 #book(rome,2,17)
 """
@@ -26,7 +29,7 @@ def _city(rng):
 
 def _day(rng):
     i = rng.randrange(7)
-    return f"on {DAYS[i]}", str(i + 1)
+    return rng.choice(("on {}", "this {}", "next {}")).format(DAYS[i]), str(i + 1)
 
 
 def _n(rng):
@@ -42,7 +45,7 @@ def _time(rng):
 
 def _cls(rng):
     i = rng.randrange(3)
-    return f"{CLASSES[i]} class", str(i + 1)
+    return rng.choice(("{} class", "{} cabin", "fly {}")).format(CLASSES[i]), str(i + 1)
 
 
 # canonical argument order of book(...)
