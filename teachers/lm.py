@@ -29,13 +29,16 @@ class Completion:
 class CharLM:
     """A GPT-2 over the char vocabulary with batched, KV-cached generation."""
 
-    def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None, engine: bool = True):
+    def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None, engine: bool = True,
+                 slots: int = 0):
         self.model = model.eval()
         self.tok = tokenizer or CharTokenizer()
         # the batched serving engine (teachers.engine) for GPT-2 models; `generate` otherwise
         self.use_engine = engine and getattr(model.config, "model_type", "") == "gpt2" and isinstance(
             model, GPT2LMHeadModel)
         # special ids: the char vocabulary's, or those of a checkpoint's own tokenizer (`teachers.hf`)
+        # > 0: the engine batches continuously over this many rows, a whole call at once
+        self.slots = slots
         ids = getattr(self.tok, "special", None) or {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP}
         self.pad, self.bos, self.eos, self.sep = ids["pad"], ids["bos"], ids["eos"], ids["sep"]
 
@@ -90,8 +93,11 @@ class CharLM:
         """Each batch in one engine call: static KV cache, finished rows leave the batch."""
         from teachers.engine import Engine
 
-        if getattr(self, "_engine", None) is None or self._engine.model is not self.model:
-            self._engine = Engine(self.model)
+        if getattr(self, "_engine", None) is None or self._engine.model is not self.model \
+                or self._engine.slots != self.slots:
+            self._engine = Engine(self.model, slots=self.slots)
+        if self.slots and not logits_processors:
+            batch_size = len(prompts)  # the engine refills its slots: one call for everything
         gen = torch.Generator(device=self.model.device).manual_seed(seed) if temperature > 0 else None
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: dict[int, Completion] = {}
