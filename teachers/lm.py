@@ -30,7 +30,7 @@ class CharLM:
     """A GPT-2 over the char vocabulary with batched, KV-cached generation."""
 
     def __init__(self, model: GPT2LMHeadModel, tokenizer: CharTokenizer | None = None, engine: bool = True,
-                 slots: int = 0):
+                 slots: int = 0, workers: int = 1):
         self.model = model.eval()
         self.tok = tokenizer or CharTokenizer()
         # the batched serving engine (teachers.engine) for GPT-2 models; `generate` otherwise
@@ -39,6 +39,12 @@ class CharLM:
         # special ids: the char vocabulary's, or those of a checkpoint's own tokenizer (`teachers.hf`)
         # > 0: the engine batches continuously over this many rows, a whole call at once
         self.slots = slots
+        # > 1: the engine's batches run on this many threads at once, each with an equal share
+        # of torch's threads (a small model's ops split poorly across cores; whole batches do not)
+        if workers < 1:
+            raise ValueError(f"workers={workers} must be >= 1")
+        self.workers = workers
+        self._pool = None
         ids = getattr(self.tok, "special", None) or {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP}
         self.pad, self.bos, self.eos, self.sep = ids["pad"], ids["bos"], ids["eos"], ids["sep"]
 
@@ -96,13 +102,17 @@ class CharLM:
         if getattr(self, "_engine", None) is None or self._engine.model is not self.model \
                 or self._engine.slots != self.slots:
             self._engine = Engine(self.model, slots=self.slots)
-        if self.slots and not logits_processors:
-            batch_size = len(prompts)  # the engine refills its slots: one call for everything
-        gen = torch.Generator(device=self.model.device).manual_seed(seed) if temperature > 0 else None
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        results: dict[int, Completion] = {}
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
+        if self.slots and not logits_processors:
+            # one continuous-batching call per worker; interleaved, so each gets every length
+            batches = [order[w :: self.workers] for w in range(min(self.workers, len(order)))]
+        else:
+            batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+
+        def run(k: int) -> list[tuple[int, Completion]]:
+            idx = batches[k]
+            # each batch samples from its own stream, so results do not depend on the worker count
+            gen = torch.Generator(device=self.model.device).manual_seed(seed * 100_003 + k) if temperature > 0 else None
             encoded = [self.tok.request_ids(prompts[i]) for i in idx]
             width = max(len(e) for e in encoded)
             n_new = min(max_new_tokens, self.n_positions - width)
@@ -115,6 +125,7 @@ class CharLM:
             out = out.tolist()
             if top_k:
                 top_vals, top_inds = tops[0].tolist(), tops[1].tolist()
+            done = []
             for j, i in enumerate(idx):
                 ids = out[j]
                 n = ids.index(self.eos) if self.eos in ids else len(ids)
@@ -122,8 +133,24 @@ class CharLM:
                 if top_k:
                     top = [[(self._tok_text(t), v) for t, v in zip(ti, vi)]
                            for vi, ti in zip(top_vals[j][:n], top_inds[j][:n])]
-                results[i] = Completion(self.tok.decode(ids[:n]), top, finished=self.eos in ids)
+                done.append((i, Completion(self.tok.decode(ids[:n]), top, finished=self.eos in ids)))
+            return done
+
+        if self.workers > 1 and len(batches) > 1 and not logits_processors:  # processors may keep state
+            parts = self._workers().map(run, range(len(batches)))
+        else:
+            parts = map(run, range(len(batches)))
+        results = dict(pair for part in parts for pair in part)
         return [results[i] for i in range(len(prompts))]
+
+    def _workers(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            share = max(1, torch.get_num_threads() // self.workers)
+            # torch's thread count is per thread under OpenMP: each worker sets its own share
+            self._pool = ThreadPoolExecutor(self.workers, initializer=torch.set_num_threads, initargs=(share,))
+        return self._pool
 
     def _generate_all(self, prompts, continuations, max_new_tokens, logits_processors, top_k, temperature,
                       batch_size) -> list[Completion]:

@@ -61,6 +61,26 @@ def test_continuous_batching_decodes_what_hf_generate_does(pair):
         Engine(fast.model, slots=-1)
 
 
+def test_worker_threads_return_what_one_thread_returns(pair):
+    """Batches decoded on two threads at once: the same greedy tokens and log-probs, and the same
+    samples from a seed, as on one thread (each batch samples from its own stream)."""
+    fast, _ = pair
+    ps = prompts()
+    one, two = CharLM(fast.model), CharLM(fast.model, workers=2)
+    for kw in (dict(top_k_logprobs=2), dict(temperature=1.0, seed=5)):
+        a = one.generate(ps, max_new_tokens=40, batch_size=16, **kw)
+        b = two.generate(ps, max_new_tokens=40, batch_size=16, **kw)
+        assert [(c.text, c.finished) for c in a] == [(c.text, c.finished) for c in b]
+        for x, y in zip(a, b):  # a worker's share of torch's threads sums in another order
+            assert [t for t, _ in sum(x.top_logprobs or [], [])] == [t for t, _ in sum(y.top_logprobs or [], [])]
+            assert all(abs(u - v) < 1e-4 for (_, u), (_, v) in zip(sum(x.top_logprobs or [], []),
+                                                                   sum(y.top_logprobs or [], [])))
+    two.slots = 8  # continuous batching, one call per worker
+    assert [c.text for c in two.generate(ps, max_new_tokens=40)] == [c.text for c in one.generate(ps, max_new_tokens=40)]
+    with pytest.raises(ValueError, match="workers=0"):
+        CharLM(fast.model, workers=0)
+
+
 def test_engine_applies_processors_like_generate(pair):
     from defenses.watermark import GreenList, WatermarkProcessor
 

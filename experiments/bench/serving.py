@@ -112,6 +112,7 @@ def main(argv=None) -> None:
     ap.add_argument("--naive", type=int, default=64, help="served one generate call each")
     ap.add_argument("--per-tick", type=int, default=512)
     ap.add_argument("--slots", type=int, default=0, help="continuous batching over this many rows (0: static)")
+    ap.add_argument("--workers", type=int, default=1, help="engine batches decoded on this many threads at once")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: the GPU serving benchmark is skipped")
@@ -122,7 +123,7 @@ def main(argv=None) -> None:
     cfg, full = build("full", args.threads)
     _, none = build("none", args.threads)
     teacher = CharLM.load(SHIPPED)
-    teacher.slots = args.slots
+    teacher.slots, teacher.workers = args.slots, args.workers
     teacher.model.to(args.device)
     accs, prompts = traffic(full, args.exchanges, accounts=max(1, args.exchanges // 4))
     max_new = int(cfg.gateway.max_new_tokens)
