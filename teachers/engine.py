@@ -7,8 +7,10 @@ tight decode loop:
 
 - a KV cache pre-allocated for the whole batch ([layers, batch, heads, prompt + new, head
   dim]), written in place; mixed prompt lengths by left padding;
-- rows that finished (EOS) leave the batch: every `compact_every` steps the cache and the
-  buffers are re-indexed to the live rows, so finished requests stop costing work;
+- rows that finished (EOS) leave the batch: once a quarter of the rows have finished (checked
+  every `compact_every` steps) the cache and the buffers are re-indexed to the live rows, so
+  finished requests stop costing work (every step in batches of 128 served 1.6x the rate of
+  every 8 steps in batches of 256, with two batches at once on 2 cores);
 - logits processors with the Hugging Face contract (`processor(input_ids, scores)`), the
   suppressed special ids, greedy or sampled decoding (temperature), and per-token top-k
   log-probabilities of the processed scores, as an API exposes them;
@@ -48,8 +50,8 @@ def matmul_attention(q, k, v, mask=None):
 class Engine:
     DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
-    def __init__(self, model, compile: bool = False, compact_every: int = 8, cuda_graphs: bool = False,
-                 decode_attention: str = "auto"):
+    def __init__(self, model, compile: bool = False, compact_every: int = 1, cuda_graphs: bool = False,
+                 decode_attention: str = "auto", slots: int = 0):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -61,6 +63,9 @@ class Engine:
         self.n_layer, self.n_embd, self.n_positions = cfg.n_layer, cfg.n_embd, cfg.n_positions
         self.head_dim = self.n_embd // self.n_head
         self.compact_every = compact_every
+        if slots < 0:
+            raise ValueError(f"slots={slots} must be >= 0 (0: one static batch per call)")
+        self.slots = slots
         self._step = torch.compile(self.step, dynamic=True) if compile else self.step
         if decode_attention not in self.DECODE_ATTENTION:
             raise ValueError(f"decode_attention={decode_attention!r}: choose one of {self.DECODE_ATTENTION}")
@@ -78,17 +83,26 @@ class Engine:
         B, T, _ = x.shape
         return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
 
-    def forward(self, ids, pos, cache_k, cache_v, start: int, mask):
+    def forward(self, ids, pos, cache_k, cache_v, start, mask, end: int | None = None):
         """Tokens `ids` [B, T] at positions `pos` [B, T], written to the cache at
         [start, start + T); attention over the cache [0, start + T) under `mask`
-        [B, 1, T, start + T] (True = may attend). Returns the last position's logits."""
+        [B, 1, T, start + T] (True = may attend). Returns the last position's logits.
+        `start` may instead be a tensor [B] of each row's own cache slot for its one token
+        (continuous batching), with attention over [0, `end`)."""
         h = self.t.wte(ids) + self.t.wpe(pos)
-        end = start + ids.shape[1]
+        per_row = isinstance(start, torch.Tensor)
+        if not per_row:
+            end = start + ids.shape[1]
+        rows = torch.arange(ids.shape[0], device=ids.device) if per_row else None
         for i, block in enumerate(self.t.h):
             a = self._ln(h, block.ln_1)
             q, k, v = (a @ block.attn.c_attn.weight + block.attn.c_attn.bias).split(self.n_embd, dim=2)
-            cache_k[i, :, :, start:end] = self._heads(k)
-            cache_v[i, :, :, start:end] = self._heads(v)
+            if per_row:
+                cache_k[i, rows, :, start] = self._heads(k)[:, :, 0]
+                cache_v[i, rows, :, start] = self._heads(v)[:, :, 0]
+            else:
+                cache_k[i, :, :, start:end] = self._heads(k)
+                cache_v[i, :, :, start:end] = self._heads(v)
             o = self._attend(self._heads(q), cache_k[i, :, :, :end], cache_v[i, :, :, :end], mask)
             o = o.transpose(1, 2).reshape(h.shape)
             h = h + (o @ block.attn.c_proj.weight + block.attn.c_proj.bias)
@@ -122,8 +136,8 @@ class Engine:
 
         return decode_attention(q, k, v, None if mask is None else mask[:, 0, 0])
 
-    def step(self, ids, pos, cache_k, cache_v, start: int, mask):
-        return self.forward(ids, pos, cache_k, cache_v, start, mask)
+    def step(self, ids, pos, cache_k, cache_v, start, mask, end: int | None = None):
+        return self.forward(ids, pos, cache_k, cache_v, start, mask, end)
 
     # -- decoding
 
@@ -145,6 +159,9 @@ class Engine:
                 self._static = None  # free the old shape's cache before allocating the new one
                 self._static = StaticDecode(self, *key, device=device, capture=True)
             return self._static.run(input_ids, attention_mask)
+        if self.slots and B > self.slots and not logits_processors:
+            return self._continuous(input_ids, attention_mask, max_new_tokens, eos, suppress, temperature, top_k,
+                                    generator)
         dtype = self.t.wte.weight.dtype
         cache_k = torch.zeros(self.n_layer, B, self.n_head, N, self.head_dim, dtype=dtype, device=device)
         cache_v = torch.zeros_like(cache_k)
@@ -192,6 +209,90 @@ class Engine:
             end = W + t + 1
             logits = self._step(nxt[:, None], next_pos[:, None], cache_k, cache_v, W + t, keys[:, None, None, :end])
             next_pos = next_pos + 1
+        return out, ((top_vals, top_inds) if top_k else None)
+
+
+    def _continuous(self, input_ids, attention_mask, max_new_tokens, eos, suppress, temperature, top_k, generator):
+        """Continuous batching: `slots` rows decode at once; a row that finishes hands its
+        slot to the next waiting request, so short answers never wait for the batch's longest
+        one. Each slot writes its K/V at its own position; attention reads up to the furthest
+        slot under each slot's key mask. Requests are admitted (one prefill for all the slots
+        freed) once an eighth of the slots are free; after the last admission the slots drain
+        and finished ones are compacted away as in `generate`."""
+        device, dtype = input_ids.device, self.t.wte.weight.dtype
+        B, W = input_ids.shape
+        N, S = W + max_new_tokens, self.slots
+        # zeros, not empty: a masked key has weight 0, and 0 x NaN from uninitialised memory is NaN
+        cache_k = torch.zeros(self.n_layer, S, self.n_head, N, self.head_dim, dtype=dtype, device=device)
+        cache_v = torch.zeros_like(cache_k)
+        keys = torch.zeros(S, N, dtype=torch.bool, device=device)
+        keys[:, 0] = True  # an empty slot attends to something (its output is unused)
+        row = torch.zeros(S, dtype=torch.long, device=device)  # the request each slot holds
+        made = torch.zeros(S, dtype=torch.long, device=device)  # tokens generated by that request
+        next_pos = torch.zeros(S, dtype=torch.long, device=device)
+        logits = torch.zeros(S, self.t.wte.weight.shape[0], dtype=dtype, device=device)
+        active = torch.zeros(S, dtype=torch.bool, device=device)
+        out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=device)
+        top_vals = torch.zeros(B, max_new_tokens, max(top_k, 1), device=device)
+        top_inds = torch.zeros(B, max_new_tokens, max(top_k, 1), dtype=torch.long, device=device)
+        suppress = [s for s in suppress if s != eos]
+        causal = torch.ones(W, W, dtype=torch.bool, device=device).tril()
+        eye = torch.eye(W, dtype=torch.bool, device=device)[None, None]
+        admitted = 0
+
+        def admit(free):
+            nonlocal admitted
+            free = free[: B - admitted]
+            n = len(free)
+            ids, am = input_ids[admitted : admitted + n], attention_mask[admitted : admitted + n]
+            pos = (am.long().cumsum(-1) - 1).clamp(min=0)
+            ck = torch.empty(self.n_layer, n, self.n_head, W, self.head_dim, dtype=dtype, device=device)
+            cv = torch.empty_like(ck)
+            logits[free] = self._step(ids, pos, ck, cv, 0, (causal[None] & am[:, None, :])[:, None] | eye)
+            cache_k[:, free, :, :W], cache_v[:, free, :, :W] = ck, cv
+            keys[free] = False
+            keys[free, :W] = am
+            row[free] = torch.arange(admitted, admitted + n, device=device)
+            made[free], next_pos[free], active[free] = 0, pos[:, -1] + 1, True
+            admitted += n
+
+        admit(torch.arange(S, device=device))
+        while bool(active.any()):
+            a = active.nonzero().squeeze(1)
+            scores = logits[a].float()
+            if suppress:
+                scores[:, suppress] = -math.inf
+            if temperature > 0:
+                nxt = torch.multinomial((scores / temperature).softmax(-1), 1, generator=generator).squeeze(1)
+            else:
+                nxt = scores.argmax(-1)
+            r, t = row[a], made[a]
+            if top_k:
+                top_vals[r, t], top_inds[r, t] = (scores / (temperature or 1.0)).log_softmax(-1).topk(top_k, dim=-1)
+            out[r, t] = nxt
+            made[a] += 1
+            going = (nxt != eos) & (made[a] < max_new_tokens)
+            active[a[~going]] = False
+            cont = a[going]
+            if len(cont):
+                write = torch.full((len(row),), N - 1, dtype=torch.long, device=device)  # idle slots: the last cell
+                write[cont] = W + made[cont] - 1
+                keys[cont, write[cont]] = True
+                ids = torch.full((len(row),), eos, dtype=torch.long, device=device)
+                ids[cont] = nxt[going]
+                end = W + int(made[active].max())
+                step = self._step(ids[:, None], next_pos[:, None], cache_k, cache_v, write,
+                                  keys[:, None, None, :end], end=end)
+                logits[cont] = step[cont]
+                next_pos[cont] += 1
+            free = (~active).nonzero().squeeze(1)
+            if admitted < B and len(free) >= max(1, min(len(row) // 8, B - admitted)):
+                admit(free)
+            elif admitted == B and 0 < len(cont) <= 0.75 * len(row):
+                # draining: drop the finished slots
+                keep = active.nonzero().squeeze(1)
+                cache_k, cache_v = cache_k.index_select(1, keep), cache_v.index_select(1, keep)
+                keys, row, made, next_pos, logits, active = (x[keep] for x in (keys, row, made, next_pos, logits, active))
         return out, ((top_vals, top_inds) if top_k else None)
 
 

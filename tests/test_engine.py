@@ -40,6 +40,47 @@ def test_greedy_engine_equals_hf_generate_with_top_k(pair):
         assert x.finished == y.finished
 
 
+def test_continuous_batching_decodes_what_hf_generate_does(pair):
+    """Slots refilled as rows finish: the same tokens, log-probs and finish flags as `generate`
+    (greedy), and the same samples from a seed on repeated calls."""
+    fast, hf = pair
+    ps = prompts()
+    cont = CharLM(fast.model, slots=8)
+    a = cont.generate(ps, max_new_tokens=40, top_k_logprobs=3)
+    b = hf.generate(ps, max_new_tokens=40, top_k_logprobs=3, batch_size=16)
+    assert [c.text for c in a] == [c.text for c in b]
+    for x, y in zip(a, b):
+        assert [t for t, _ in sum(x.top_logprobs, [])] == [t for t, _ in sum(y.top_logprobs, [])]
+        assert max((abs(u - v) for (_, u), (_, v) in zip(sum(x.top_logprobs, []), sum(y.top_logprobs, []))),
+                   default=0) < 1e-4
+        assert x.finished == y.finished
+    s1 = cont.generate(ps, max_new_tokens=40, temperature=1.0, seed=3)
+    s2 = cont.generate(ps, max_new_tokens=40, temperature=1.0, seed=3)
+    assert [c.text for c in s1] == [c.text for c in s2] != [c.text for c in a]
+    with pytest.raises(ValueError, match="slots=-1"):
+        Engine(fast.model, slots=-1)
+
+
+def test_worker_threads_return_what_one_thread_returns(pair):
+    """Batches decoded on two threads at once: the same greedy tokens and log-probs, and the same
+    samples from a seed, as on one thread (each batch samples from its own stream)."""
+    fast, _ = pair
+    ps = prompts()
+    one, two = CharLM(fast.model, workers=1), CharLM(fast.model, workers=2)
+    for kw in (dict(top_k_logprobs=2), dict(temperature=1.0, seed=5)):
+        a = one.generate(ps, max_new_tokens=40, batch_size=16, **kw)
+        b = two.generate(ps, max_new_tokens=40, batch_size=16, **kw)
+        assert [(c.text, c.finished) for c in a] == [(c.text, c.finished) for c in b]
+        for x, y in zip(a, b):  # a worker's share of torch's threads sums in another order
+            assert [t for t, _ in sum(x.top_logprobs or [], [])] == [t for t, _ in sum(y.top_logprobs or [], [])]
+            assert all(abs(u - v) < 1e-4 for (_, u), (_, v) in zip(sum(x.top_logprobs or [], []),
+                                                                   sum(y.top_logprobs or [], [])))
+    two.slots = 8  # continuous batching, one call per worker
+    assert [c.text for c in two.generate(ps, max_new_tokens=40)] == [c.text for c in one.generate(ps, max_new_tokens=40)]
+    with pytest.raises(ValueError, match="workers=0"):
+        CharLM(fast.model, workers=0)
+
+
 def test_engine_applies_processors_like_generate(pair):
     from defenses.watermark import GreenList, WatermarkProcessor
 

@@ -111,6 +111,9 @@ def main(argv=None) -> None:
     ap.add_argument("--exchanges", type=int, default=2048, help="served through the gateway")
     ap.add_argument("--naive", type=int, default=64, help="served one generate call each")
     ap.add_argument("--per-tick", type=int, default=512)
+    ap.add_argument("--slots", type=int, default=0, help="continuous batching over this many rows (0: static)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="engine batches decoded on this many threads at once (default: one per thread)")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: the GPU serving benchmark is skipped")
@@ -121,6 +124,7 @@ def main(argv=None) -> None:
     cfg, full = build("full", args.threads)
     _, none = build("none", args.threads)
     teacher = CharLM.load(SHIPPED)
+    teacher.slots, teacher.workers = args.slots, args.workers
     teacher.model.to(args.device)
     accs, prompts = traffic(full, args.exchanges, accounts=max(1, args.exchanges // 4))
     max_new = int(cfg.gateway.max_new_tokens)
@@ -129,7 +133,7 @@ def main(argv=None) -> None:
     rate_none, served_none, _ = gateway_rate(teacher, none, cfg, accs, prompts, args.per_tick)
     rate_naive = naive_rate(teacher, prompts[: args.naive], max_new)
     bound = roofline(teacher, lengths) if args.device == "cpu" else None
-    print(f"device {args.device}, {torch.get_num_threads()} threads, teacher {teacher.num_parameters():,} parameters, "
+    print(f"device {args.device}, {torch.get_num_threads()} threads ({teacher.n_workers} engine workers), teacher {teacher.num_parameters():,} parameters, "
           f"max {max_new} new tokens, chain-of-thought questions")
     print(f"gateway, defense=full : {rate_full:9.1f} exchanges/s ({served_full} served of {len(prompts)}, "
           f"{args.per_tick} a tick)")
