@@ -51,7 +51,7 @@ class Engine:
     DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
     def __init__(self, model, compile: bool = False, compact_every: int = 1, cuda_graphs: bool = False,
-                 decode_attention: str = "auto", slots: int = 0):
+                 decode_attention: str = "auto", slots: int = 0, compact_below: float = 0.75):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -63,6 +63,9 @@ class Engine:
         self.n_layer, self.n_embd, self.n_positions = cfg.n_layer, cfg.n_embd, cfg.n_positions
         self.head_dim = self.n_embd // self.n_head
         self.compact_every = compact_every
+        if not 0 < compact_below <= 1:
+            raise ValueError(f"compact_below={compact_below} must be in (0, 1]")
+        self.compact_below = compact_below  # compact once at most this share of the rows is live
         if slots < 0:
             raise ValueError(f"slots={slots} must be >= 0 (0: one static batch per call)")
         self.slots = slots
@@ -202,7 +205,7 @@ class Engine:
                 break
             # drop finished rows once a quarter of the batch has finished: copying the cache
             # costs about as much as a few steps of the rows it removes
-            if (t + 1) % self.compact_every == 0 and int(live.sum()) <= 0.75 * len(live):
+            if (t + 1) % self.compact_every == 0 and int(live.sum()) <= self.compact_below * len(live):
                 idx = live.nonzero().squeeze(1)
                 rows, tokens, keys, next_pos, nxt = rows[idx], tokens[idx], keys[idx], next_pos[idx], nxt[idx]
                 cache_k, cache_v = cache_k.index_select(1, idx), cache_v.index_select(1, idx)

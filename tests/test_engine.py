@@ -79,6 +79,8 @@ def test_worker_threads_return_what_one_thread_returns(pair):
     assert [c.text for c in two.generate(ps, max_new_tokens=40)] == [c.text for c in one.generate(ps, max_new_tokens=40)]
     with pytest.raises(ValueError, match="workers=0"):
         CharLM(fast.model, workers=0)
+    with pytest.raises(ValueError, match="compact_below=0"):
+        Engine(fast.model, compact_below=0)
 
 
 def test_engine_applies_processors_like_generate(pair):
