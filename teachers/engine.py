@@ -47,6 +47,28 @@ def matmul_attention(q, k, v, mask=None):
     return s.float().softmax(-1).to(v.dtype) @ v
 
 
+def prompt_inputs(attention_mask):
+    """Position ids [B, W] and the prefill mask [B, 1, W, W] (True = may attend) of a
+    left-padded batch of prompts."""
+    W = attention_mask.shape[1]
+    pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(W, W, dtype=torch.bool, device=attention_mask.device).tril()
+    # a fully padded query row would attend to nothing: let it see itself (its output is unused)
+    eye = torch.eye(W, dtype=torch.bool, device=attention_mask.device)
+    return pos, ((causal[None] & attention_mask[:, None, :]) | eye[None])[:, None]
+
+
+def choose(scores, temperature: float, generator, top_k: int):
+    """The next token of each row from its processed scores (float32): the argmax, or a sample
+    at `temperature`; with `top_k`, the top-k log-probabilities of the scores it was drawn from."""
+    if temperature > 0:
+        scores = scores / temperature
+        nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+    else:
+        nxt = scores.argmax(-1)
+    return nxt, (scores.log_softmax(-1).topk(top_k, dim=-1) if top_k else None)
+
+
 class Engine:
     DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
@@ -172,11 +194,7 @@ class Engine:
         tokens[:, :W] = input_ids
         keys = torch.zeros(B, N, dtype=torch.bool, device=device)  # which cache slots hold real tokens
         keys[:, :W] = attention_mask
-        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        causal = torch.ones(W, W, dtype=torch.bool, device=device).tril()
-        mask = (causal[None] & attention_mask[:, None, :])[:, None]  # [B, 1, W, W]
-        # a fully padded query row would attend to nothing: let it see itself (its output is unused)
-        mask = mask | torch.eye(W, dtype=torch.bool, device=device)[None, None]
+        pos, mask = prompt_inputs(attention_mask)
         logits = self._step(input_ids, pos, cache_k, cache_v, 0, mask)
         next_pos = pos[:, -1] + 1
         rows = torch.arange(B, device=device)  # original row of each live row
@@ -190,20 +208,16 @@ class Engine:
                 scores[:, suppress] = -math.inf
             for proc in logits_processors:
                 scores = proc(tokens[:, : W + t], scores)
-            if temperature > 0:
-                scores = scores / temperature
-                nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
-            else:
-                nxt = scores.argmax(-1)
+            nxt, top = choose(scores, temperature, generator, top_k)
             if top_k:
-                top_vals[rows, t], top_inds[rows, t] = scores.log_softmax(-1).topk(top_k, dim=-1)
+                top_vals[rows, t], top_inds[rows, t] = top
             out[rows, t] = nxt
             tokens[:, W + t] = nxt
             keys[:, W + t] = True
             live = nxt != eos
             if t + 1 == max_new_tokens or not bool(live.any()):
                 break
-            # drop finished rows once a quarter of the batch has finished: copying the cache
+            # drop finished rows once enough have finished (`compact_below`): copying the cache
             # costs about as much as a few steps of the rows it removes
             if (t + 1) % self.compact_every == 0 and int(live.sum()) <= self.compact_below * len(live):
                 idx = live.nonzero().squeeze(1)
@@ -213,7 +227,6 @@ class Engine:
             logits = self._step(nxt[:, None], next_pos[:, None], cache_k, cache_v, W + t, keys[:, None, None, :end])
             next_pos = next_pos + 1
         return out, ((top_vals, top_inds) if top_k else None)
-
 
     def _continuous(self, input_ids, attention_mask, max_new_tokens, eos, suppress, temperature, top_k, generator):
         """Continuous batching: `slots` rows decode at once; a row that finishes hands its
@@ -239,8 +252,6 @@ class Engine:
         top_vals = torch.zeros(B, max_new_tokens, max(top_k, 1), device=device)
         top_inds = torch.zeros(B, max_new_tokens, max(top_k, 1), dtype=torch.long, device=device)
         suppress = [s for s in suppress if s != eos]
-        causal = torch.ones(W, W, dtype=torch.bool, device=device).tril()
-        eye = torch.eye(W, dtype=torch.bool, device=device)[None, None]
         admitted = 0
 
         def admit(free):
@@ -248,10 +259,10 @@ class Engine:
             free = free[: B - admitted]
             n = len(free)
             ids, am = input_ids[admitted : admitted + n], attention_mask[admitted : admitted + n]
-            pos = (am.long().cumsum(-1) - 1).clamp(min=0)
+            pos, mask = prompt_inputs(am)
             ck = torch.empty(self.n_layer, n, self.n_head, W, self.head_dim, dtype=dtype, device=device)
             cv = torch.empty_like(ck)
-            logits[free] = self._step(ids, pos, ck, cv, 0, (causal[None] & am[:, None, :])[:, None] | eye)
+            logits[free] = self._step(ids, pos, ck, cv, 0, mask)
             cache_k[:, free, :, :W], cache_v[:, free, :, :W] = ck, cv
             keys[free] = False
             keys[free, :W] = am
@@ -265,13 +276,10 @@ class Engine:
             scores = logits[a].float()
             if suppress:
                 scores[:, suppress] = -math.inf
-            if temperature > 0:
-                nxt = torch.multinomial((scores / temperature).softmax(-1), 1, generator=generator).squeeze(1)
-            else:
-                nxt = scores.argmax(-1)
+            nxt, top = choose(scores, temperature, generator, top_k)
             r, t = row[a], made[a]
             if top_k:
-                top_vals[r, t], top_inds[r, t] = (scores / (temperature or 1.0)).log_softmax(-1).topk(top_k, dim=-1)
+                top_vals[r, t], top_inds[r, t] = top
             out[r, t] = nxt
             made[a] += 1
             going = (nxt != eos) & (made[a] < max_new_tokens)
@@ -291,7 +299,7 @@ class Engine:
             free = (~active).nonzero().squeeze(1)
             if admitted < B and len(free) >= max(1, min(len(row) // 8, B - admitted)):
                 admit(free)
-            elif admitted == B and 0 < len(cont) <= 0.75 * len(row):
+            elif admitted == B and 0 < len(cont) <= self.compact_below * len(row):
                 # draining: drop the finished slots
                 keep = active.nonzero().squeeze(1)
                 cache_k, cache_v = cache_k.index_select(1, keep), cache_v.index_select(1, keep)
@@ -373,15 +381,12 @@ class StaticDecode:
 
     def _prefill(self):
         W, am = self.W, self.am
-        pos = (am.long().cumsum(-1) - 1).clamp(min=0)
+        pos, mask = prompt_inputs(am)
         if self.dense:
-            mask = None
+            mask = None  # no padding: the flash kernel's own causal mask
         else:
             self.keys.zero_()
             self.keys[:, :W] = am
-            causal = torch.ones(W, W, dtype=torch.bool, device=am.device).tril()
-            # a fully padded query row would attend to nothing: let it see itself (unused output)
-            mask = ((causal[None] & am[:, None, :]) | torch.eye(W, dtype=torch.bool, device=am.device)[None])[:, None]
         logits = self.e.forward(self.ids, pos, self.cache_k, self.cache_v, 0, mask)
         self.pos.copy_(pos[:, -1] + 1)
         self.out.fill_(self.eos)

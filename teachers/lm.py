@@ -36,7 +36,6 @@ class CharLM:
         # the batched serving engine (teachers.engine) for GPT-2 models; `generate` otherwise
         self.use_engine = engine and getattr(model.config, "model_type", "") == "gpt2" and isinstance(
             model, GPT2LMHeadModel)
-        # special ids: the char vocabulary's, or those of a checkpoint's own tokenizer (`teachers.hf`)
         # > 0: the engine batches continuously over this many rows, a whole call at once
         self.slots = slots
         # the engine's batches run on this many threads at once (None: one per torch thread), each
@@ -45,7 +44,8 @@ class CharLM:
         if workers is not None and workers < 1:
             raise ValueError(f"workers={workers} must be >= 1")
         self.workers = workers
-        self._pool = None
+        self._pool, self._pool_shape = None, None
+        # special ids: the char vocabulary's, or those of a checkpoint's own tokenizer (`teachers.hf`)
         ids = getattr(self.tok, "special", None) or {"pad": PAD, "bos": BOS, "eos": EOS, "sep": SEP}
         self.pad, self.bos, self.eos, self.sep = ids["pad"], ids["bos"], ids["eos"], ids["sep"]
 
@@ -152,7 +152,7 @@ class CharLM:
         from concurrent.futures import ThreadPoolExecutor
 
         n, share = self.n_workers, max(1, torch.get_num_threads() // self.n_workers)
-        if self._pool is None or self._pool_shape != (n, share):
+        if self._pool_shape != (n, share):
             if self._pool is not None:
                 self._pool.shutdown()
             # torch's thread count is per thread under OpenMP: each worker sets its own share

@@ -44,8 +44,8 @@ def traffic(world, n: int, accounts: int, seed: int = 0):
     return accs, prompts
 
 
-def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[float, int, list]:
-    """Served exchanges per second, how many, and (prompt tokens, new tokens) of each."""
+def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[float, list]:
+    """Served exchanges per second, and the served exchanges."""
     from sim.gateway import Gateway
 
     gw = Gateway(teacher, world.stack, seed=0, **dict(cfg.gateway))
@@ -58,11 +58,13 @@ def gateway_rate(teacher, world, cfg, accs, prompts, per_tick: int) -> tuple[flo
         served += [e for e in gw.serve(tick, batch) if e.status == "served"]
         if (tick + 1) % gw.observe_every == 0:
             gw.observe(tick)
-    seconds = time.perf_counter() - t0
-    # the EOS is a generated token too
-    lengths = [(len(teacher.tok.request_ids(e.request.prompt)), len(teacher.tok.encode(e.raw.text)) + e.raw.finished)
-               for e in served]
-    return len(served) / seconds, len(served), lengths
+    return len(served) / (time.perf_counter() - t0), served
+
+
+def token_lengths(teacher, served) -> list[tuple[int, int]]:
+    """(prompt tokens, new tokens) of each served exchange; the EOS is a generated token too."""
+    return [(len(teacher.tok.request_ids(e.request.prompt)), len(teacher.tok.encode(e.raw.text)) + e.raw.finished)
+            for e in served]
 
 
 def roofline(teacher, lengths) -> dict:
@@ -136,15 +138,17 @@ def main(argv=None) -> None:
     for _ in range(args.reps):
         fulls.append(gateway_rate(teacher, full, cfg, accs, prompts, args.per_tick))
         nones.append(gateway_rate(teacher, none, cfg, accs, prompts, args.per_tick))
-    rate_full, served_full, lengths = sorted(fulls, key=lambda r: r[0])[len(fulls) // 2]
-    rate_none, served_none, _ = sorted(nones, key=lambda r: r[0])[len(nones) // 2]
+    rate_full, served_full = sorted(fulls, key=lambda r: r[0])[len(fulls) // 2]
+    rate_none, served_none = sorted(nones, key=lambda r: r[0])[len(nones) // 2]
+    lengths = token_lengths(teacher, served_full)
     rate_naive = naive_rate(teacher, prompts[: args.naive], max_new)
     bound = roofline(teacher, lengths) if args.device == "cpu" else None
-    print(f"device {args.device}, {torch.get_num_threads()} threads ({teacher.n_workers} engine workers), teacher {teacher.num_parameters():,} parameters, "
+    print(f"device {args.device}, {torch.get_num_threads()} threads ({teacher.n_workers} engine workers), "
+          f"teacher {teacher.num_parameters():,} parameters, "
           f"max {max_new} new tokens, chain-of-thought questions")
-    print(f"gateway, defense=full : {rate_full:9.1f} exchanges/s ({served_full} served of {len(prompts)}, "
+    print(f"gateway, defense=full : {rate_full:9.1f} exchanges/s ({len(served_full)} served of {len(prompts)}, "
           f"{args.per_tick} a tick; median of {' '.join(f'{r[0]:.1f}' for r in fulls)})")
-    print(f"gateway, defense=none : {rate_none:9.1f} exchanges/s ({served_none} served; median of "
+    print(f"gateway, defense=none : {rate_none:9.1f} exchanges/s ({len(served_none)} served; median of "
           f"{' '.join(f'{r[0]:.1f}' for r in nones)})")
     print(f"naive per-request generate: {rate_naive:6.1f} exchanges/s ({args.naive} requests)")
     print(f"ratio gateway(full) / naive: {rate_full / rate_naive:.1f}x")
