@@ -103,7 +103,7 @@ class CharLM:
         if getattr(self, "_engine", None) is None or self._engine.model is not self.model \
                 or self._engine.slots != self.slots:
             self._engine = Engine(self.model, slots=self.slots)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         if self.slots and not logits_processors:
             # one continuous-batching call per worker; interleaved, so each gets every length
             batches = [order[w :: self.n_workers] for w in range(min(self.n_workers, len(order)))]
