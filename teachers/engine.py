@@ -112,6 +112,7 @@ class Engine:
             raise ValueError(f"slots={slots} must be >= 0 (0: one static batch per call)")
         self.slots = slots
         self._step = torch.compile(self.step, dynamic=True) if compile else self.step
+        self._decode = torch.compile(self.decode, dynamic=True) if compile else self.decode
         if decode_attention not in self.DECODE_ATTENTION:
             raise ValueError(f"decode_attention={decode_attention!r}: choose one of {self.DECODE_ATTENTION}")
         self.cuda_graphs = cuda_graphs
@@ -201,6 +202,40 @@ class Engine:
     def step(self, ids, pos, cache_k, cache_v, start, mask, end: int | None = None):
         return self.forward(ids, pos, cache_k, cache_v, start, mask, end)
 
+    def decode(self, ids, pos, cache_k, cache_v, start: int, pad):
+        """`forward` for one new token per row ([B] ids at [B] positions, written to cache slot
+        `start`; `pad` [B, start + 1] True where a slot is padding), on 2-D activations with
+        the fewest tensor operations. At a worker's batch each operation is a few microseconds
+        of arithmetic, and the dispatch around it, with the GIL held, costs as much again when
+        two workers decode at once."""
+        B, H, D = ids.shape[0], self.n_head, self.head_dim
+        h = self.t.wte.weight[ids] + self.t.wpe.weight[pos]
+        end = start + 1
+        pad = pad[:, None, None]
+        for i, (ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out) in enumerate(self._layers()):
+            qkv = torch.addmm(b_attn, F.layer_norm(h, (self.n_embd,), *ln_1, self.eps), w_attn).view(B, 3, H, D)
+            k, v = cache_k[i], cache_v[i]
+            k[:, :, start] = qkv[:, 1]
+            v[:, :, start] = qkv[:, 2]
+            k, v = k[:, :, :end], v[:, :, :end]
+            s = torch.matmul(qkv[:, 0, :, None], k.transpose(-1, -2)).mul_(1.0 / math.sqrt(D))
+            o = torch.matmul(s.masked_fill_(pad, -math.inf).softmax(-1), v)
+            h = torch.addmm(b_proj, o.view(B, self.n_embd), w_proj).add_(h)
+            m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (self.n_embd,), *ln_2, self.eps), w_fc))
+            h = torch.addmm(b_out, m, w_out).add_(h)
+        return F.layer_norm(h, (self.n_embd,), *self._ln_f, self.eps) @ self.t.wte.weight.T
+
+    def _layers(self):
+        """Each block's parameters as plain tensors, looked up once rather than through module
+        attributes every step (the weights are the model's own, not copies)."""
+        if getattr(self, "_params", None) is None:
+            self._params = [((b.ln_1.weight, b.ln_1.bias), b.attn.c_attn.weight, b.attn.c_attn.bias,
+                             b.attn.c_proj.weight, b.attn.c_proj.bias, (b.ln_2.weight, b.ln_2.bias),
+                             b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+                            for b in self.t.h]
+            self._ln_f = (self.t.ln_f.weight, self.t.ln_f.bias)
+        return self._params
+
     # -- decoding
 
     @torch.no_grad()
@@ -229,10 +264,11 @@ class Engine:
         # step t writes slot W + t before attention reads [0, W + t], so nothing unwritten is read
         cache_k = torch.empty(self.n_layer, B, self.n_head, N, self.head_dim, dtype=dtype, device=device)
         cache_v = torch.empty_like(cache_k)
-        tokens = torch.full((B, N), eos, dtype=torch.long, device=device)
-        tokens[:, :W] = input_ids
-        keys = torch.zeros(B, N, dtype=torch.bool, device=device)  # which cache slots hold real tokens
-        keys[:, :W] = attention_mask
+        # the tokens so far, for the logits processors (which read the whole sequence)
+        tokens = torch.cat([input_ids, input_ids.new_full((B, max_new_tokens), eos)], 1) if logits_processors else None
+        # which cache slots hold padding; the slots a step writes never do
+        pad = torch.zeros(B, N, dtype=torch.bool, device=device)
+        pad[:, :W] = ~attention_mask
         pos, mask = prompt_inputs(attention_mask)
         logits = self._step(input_ids, pos, cache_k, cache_v, 0, mask)
         next_pos = pos[:, -1] + 1
@@ -249,19 +285,20 @@ class Engine:
             if top_k:
                 top_vals[rows, t], top_inds[rows, t] = top
             out[rows, t] = nxt
-            tokens[:, W + t] = nxt
-            keys[:, W + t] = True
+            if tokens is not None:
+                tokens[:, W + t] = nxt
             live = nxt != eos
-            if t + 1 == max_new_tokens or not bool(live.any()):
+            n_live = int(live.sum())
+            if t + 1 == max_new_tokens or n_live == 0:
                 break
             # drop finished rows once enough have finished (`compact_below`): copying the cache
             # costs about as much as a few steps of the rows it removes
-            if (t + 1) % self.compact_every == 0 and int(live.sum()) <= self.compact_below * len(live):
+            if (t + 1) % self.compact_every == 0 and n_live <= self.compact_below * len(live):
                 idx = live.nonzero().squeeze(1)
-                rows, tokens, keys, next_pos, nxt = rows[idx], tokens[idx], keys[idx], next_pos[idx], nxt[idx]
+                rows, pad, next_pos, nxt = rows[idx], pad[idx], next_pos[idx], nxt[idx]
+                tokens = None if tokens is None else tokens[idx]
                 cache_k, cache_v = (self._keep(c, idx, W + t) for c in (cache_k, cache_v))
-            end = W + t + 1
-            logits = self._step(nxt[:, None], next_pos[:, None], cache_k, cache_v, W + t, keys[:, None, None, :end])
+            logits = self._decode(nxt, next_pos, cache_k, cache_v, W + t, pad[:, : W + t + 1])
             next_pos = next_pos + 1
         return out, ((top_vals, top_inds) if top_k else None)
 
