@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     ap.add_argument("--exchanges", type=int, default=2048, help="served through the gateway")
     ap.add_argument("--naive", type=int, default=64, help="served one generate call each")
     ap.add_argument("--per-tick", type=int, default=512)
-    ap.add_argument("--reps", type=int, default=3, help="gateway runs of each stack, alternating; medians reported")
+    ap.add_argument("--reps", type=int, default=3, help="runs of each arm, taking turns; medians reported")
     ap.add_argument("--slots", type=int, default=0, help="continuous batching over this many rows (0: static)")
     ap.add_argument("--workers", type=int, default=None,
                     help="engine batches decoded on this many threads at once (default: one per thread)")
@@ -132,16 +132,18 @@ def main(argv=None) -> None:
     accs, prompts = traffic(full, args.exchanges, accounts=max(1, args.exchanges // 4))
     max_new = int(cfg.gateway.max_new_tokens)
     teacher.generate(prompts[:8], max_new_tokens=max_new)  # warm-up
-    # full and none alternate, `reps` times each, and each reports its median: one noisy run
-    # (another process, a frequency change) then moves neither the ratio nor the overhead
-    fulls, nones = [], []
+    # full, none and naive take turns, `reps` times each, and each reports its median: one
+    # noisy run (another process, a frequency change) then moves neither the ratio nor the
+    # overhead, and a slow drift of the machine moves all three arms alike
+    fulls, nones, naives = [], [], []
     for _ in range(args.reps):
         fulls.append(gateway_rate(teacher, full, cfg, accs, prompts, args.per_tick))
         nones.append(gateway_rate(teacher, none, cfg, accs, prompts, args.per_tick))
+        naives.append(naive_rate(teacher, prompts[: args.naive], max_new))
     rate_full, served_full = sorted(fulls, key=lambda r: r[0])[len(fulls) // 2]
     rate_none, served_none = sorted(nones, key=lambda r: r[0])[len(nones) // 2]
+    rate_naive = sorted(naives)[len(naives) // 2]
     lengths = token_lengths(teacher, served_full)
-    rate_naive = naive_rate(teacher, prompts[: args.naive], max_new)
     bound = roofline(teacher, lengths) if args.device == "cpu" else None
     print(f"device {args.device}, {torch.get_num_threads()} threads ({teacher.n_workers} engine workers), "
           f"teacher {teacher.num_parameters():,} parameters, "
@@ -150,7 +152,8 @@ def main(argv=None) -> None:
           f"{args.per_tick} a tick; median of {' '.join(f'{r[0]:.1f}' for r in fulls)})")
     print(f"gateway, defense=none : {rate_none:9.1f} exchanges/s ({len(served_none)} served; median of "
           f"{' '.join(f'{r[0]:.1f}' for r in nones)})")
-    print(f"naive per-request generate: {rate_naive:6.1f} exchanges/s ({args.naive} requests)")
+    print(f"naive per-request generate: {rate_naive:6.1f} exchanges/s ({args.naive} requests; median of "
+          f"{' '.join(f'{r:.1f}' for r in naives)})")
     print(f"ratio gateway(full) / naive: {rate_full / rate_naive:.1f}x")
     print(f"defense-stack overhead (full - none): {1e3 * (1 / rate_full - 1 / rate_none):.3f} ms per exchange")
     if bound:
