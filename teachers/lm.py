@@ -103,6 +103,9 @@ class CharLM:
         if getattr(self, "_engine", None) is None or self._engine.model is not self.model \
                 or self._engine.slots != self.slots:
             self._engine = Engine(self.model, slots=self.slots)
+        # longest prompts first: their batches take longest, and the pool hands the short ones
+        # left to whichever worker frees first, so both finish together (shortest first left one
+        # worker idle for a quarter of a 512-question call, longest first for a thirtieth)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         if self.slots and not logits_processors:
             # one continuous-batching call per worker; interleaved, so each gets every length
