@@ -7,10 +7,13 @@ tight decode loop:
 
 - a KV cache pre-allocated for the whole batch ([layers, batch, heads, prompt + new, head
   dim]), written in place; mixed prompt lengths by left padding;
-- rows that finished (EOS) leave the batch: once a quarter of the rows have finished (checked
-  every `compact_every` steps) the cache and the buffers are re-indexed to the live rows, so
-  finished requests stop costing work (every step in batches of 128 served 1.6x the rate of
-  every 8 steps in batches of 256, with two batches at once on 2 cores);
+- rows that finished (EOS) leave the batch: once a tenth of the rows have finished
+  (`compact_below=0.9`, checked every `compact_every` steps) the filled part of the cache and
+  the buffers are copied for the live rows only, so finished requests stop costing work
+  (every step in batches of 128 served 1.6x the rate of every 8 steps in batches of 256, with
+  two batches at once on 2 cores; compacting at a tenth finished rather than a quarter, 370
+  against 345 questions/s, 512 questions a call, medians of four alternating runs, once the
+  copy was of the filled prefix only);
 - logits processors with the Hugging Face contract (`processor(input_ids, scores)`), the
   suppressed special ids, greedy or sampled decoding (temperature), and per-token top-k
   log-probabilities of the processed scores, as an API exposes them;
@@ -102,7 +105,7 @@ class Engine:
     DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
     def __init__(self, model, compile: bool = False, compact_every: int = 1, cuda_graphs: bool = False,
-                 decode_attention: str = "auto", slots: int = 0, compact_below: float = 0.75):
+                 decode_attention: str = "auto", slots: int = 0, compact_below: float = 0.9):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
