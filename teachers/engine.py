@@ -224,8 +224,8 @@ class Engine:
 
     def decode(self, ids, pos, cache_k, cache_v, start: int, pad):
         """`forward` for one new token per row ([B] ids at [B] positions, written to cache slot
-        `start`; `pad` [B, start + 1] True where a slot is padding), on 2-D activations with
-        the fewest tensor operations. At a worker's batch each operation is a few microseconds
+        `start`; `pad` [B, start + 1] -inf where a slot is padding, else 0), on 2-D activations
+        with the fewest tensor operations. At a worker's batch each operation is a few microseconds
         of arithmetic, and the dispatch around it, with the GIL held, costs as much again when
         two workers decode at once."""
         B, H, D = ids.shape[0], self.n_head, self.head_dim
@@ -239,7 +239,7 @@ class Engine:
             v[:, :, start] = qkv[:, 2]
             k, v = k[:, :, :end], v[:, :, :end]
             s = torch.matmul(qkv[:, 0, :, None], k.transpose(-1, -2)).mul_(1.0 / math.sqrt(D))
-            o = torch.matmul(s.masked_fill_(pad, -math.inf).softmax(-1), v)
+            o = torch.matmul(s.add_(pad).softmax(-1), v)
             h = torch.addmm(b_proj, o.view(B, self.n_embd), w_proj).add_(h)
             m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (self.n_embd,), *ln_2, self.eps), w_fc))
             h = torch.addmm(b_out, m, w_out).add_(h)
@@ -286,9 +286,10 @@ class Engine:
         cache_v = torch.empty_like(cache_k)
         # the tokens so far, for the logits processors (which read the whole sequence)
         tokens = torch.cat([input_ids, input_ids.new_full((B, max_new_tokens), eos)], 1) if logits_processors else None
-        # which cache slots hold padding; the slots a step writes never do
-        pad = torch.zeros(B, N, dtype=torch.bool, device=device)
-        pad[:, :W] = ~attention_mask
+        # -inf on the cache slots that hold padding (the slots a step writes never do): added
+        # to the scores, one pass where a bool mask costs masked_fill's broadcast
+        pad = torch.zeros(B, N, dtype=dtype, device=device)
+        pad[:, :W].masked_fill_(~attention_mask, -math.inf)
         pos, mask = prompt_inputs(attention_mask)
         logits = self._step(input_ids, pos, cache_k, cache_v, 0, mask)
         next_pos = pos[:, -1] + 1
