@@ -225,22 +225,28 @@ class Engine:
     def decode(self, ids, pos, cache_k, cache_v, start: int, pad):
         """`forward` for one new token per row ([B] ids at [B] positions, written to cache slot
         `start`; `pad` [B, start + 1] -inf where a slot is padding, else 0), on 2-D activations
-        with the fewest tensor operations. At a worker's batch each operation is a few microseconds
-        of arithmetic, and the dispatch around it, with the GIL held, costs as much again when
-        two workers decode at once."""
+        with the fewest tensor operations: at a worker's batch each one is tens of microseconds,
+        and a step of one row, all dispatch, still costs about a millisecond. The attention is
+        two matmuls inline (CPU, `decode_attention="matmul"`) or the engine's chosen kernel."""
         B, H, D = ids.shape[0], self.n_head, self.head_dim
         h = self.t.wte.weight[ids] + self.t.wpe.weight[pos]
         end = start + 1
         pad = pad[:, None, None]
+        inline = self._attend_one == self._attend_matmul or (
+            self._attend_one == self._attend_auto and not (ids.is_cuda and self._triton))
+        mask = None if inline else pad == 0  # the kernels' form: True = may attend
         for i, (ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out) in enumerate(self._layers()):
             qkv = torch.addmm(b_attn, F.layer_norm(h, (self.n_embd,), *ln_1, self.eps), w_attn).view(B, 3, H, D)
             k, v = cache_k[i], cache_v[i]
             k[:, :, start] = qkv[:, 1]
             v[:, :, start] = qkv[:, 2]
             k, v = k[:, :, :end], v[:, :, :end]
-            s = torch.matmul(qkv[:, 0, :, None], k.transpose(-1, -2)).mul_(1.0 / math.sqrt(D))
-            o = torch.matmul(s.add_(pad).softmax(-1), v)
-            h = torch.addmm(b_proj, o.view(B, self.n_embd), w_proj).add_(h)
+            if inline:
+                s = torch.matmul(qkv[:, 0, :, None], k.transpose(-1, -2)).mul_(1.0 / math.sqrt(D))
+                o = torch.matmul(s.add_(pad).softmax(-1), v)
+            else:
+                o = self._attend_one(qkv[:, 0, :, None], k, v, mask)
+            h = torch.addmm(b_proj, o.reshape(B, self.n_embd), w_proj).add_(h)
             m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (self.n_embd,), *ln_2, self.eps), w_fc))
             h = torch.addmm(b_out, m, w_out).add_(h)
         return F.layer_norm(h, (self.n_embd,), *self._ln_f, self.eps) @ self.t.wte.weight.T

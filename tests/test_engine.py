@@ -40,6 +40,26 @@ def test_greedy_engine_equals_hf_generate_with_top_k(pair):
         assert x.finished == y.finished
 
 
+def test_decode_step_hands_attention_to_the_chosen_kernel(pair, monkeypatch):
+    """`decode_attention="sdpa"`: the decode step calls the kernel (not its inline matmuls)
+    with the padding as a may-attend mask, and decodes the same greedy tokens."""
+    fast, hf = pair
+    ps = prompts(24)
+    engine = Engine(fast.model, decode_attention="sdpa")
+    calls = []
+    kernel = engine._attend_one
+    monkeypatch.setattr(engine, "_attend_one",
+                        lambda q, k, v, mask: calls.append(None if mask is None else mask.dtype) or kernel(q, k, v, mask))
+    fast._engine = engine
+    try:
+        a = fast.generate(ps, max_new_tokens=30, batch_size=8)
+    finally:
+        fast._engine = None
+    # 3 batches x 2 layers x at least 10 decode steps (a prompt's last block adds one call a batch)
+    assert len(calls) > 3 * 2 * 10 and set(calls) <= {torch.bool, None}
+    assert [c.text for c in a] == [c.text for c in hf.generate(ps, max_new_tokens=30, batch_size=8)]
+
+
 def test_continuous_batching_decodes_what_hf_generate_does(pair):
     """Slots refilled as rows finish: the same tokens, log-probs and finish flags as `generate`
     (greedy), and the same samples from a seed on repeated calls."""
