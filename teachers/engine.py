@@ -17,13 +17,14 @@ tight decode loop:
 - logits processors with the Hugging Face contract (`processor(input_ids, scores)`), the
   suppressed special ids, greedy or sampled decoding (temperature), and per-token top-k
   log-probabilities of the processed scores, as an API exposes them;
-- a decode step of its own (`decode`): 2-D activations, biases added inside the GEMMs as HF's
-  `Conv1D` adds them, residuals added in place, parameters looked up once, gelu_new in its
-  sigmoid form. At a worker's batch of 128 every operation is tens of microseconds, so the
-  count of operations and the memory they touch decide the step. Against the loop through
-  `forward` with separate bias adds and `tanh`, on the same 256 questions on one thread, in one
-  process (malloc keeping freed blocks for both, `keep_freed_memory`): 205 against 168
-  questions/s, medians of four alternating runs, the same tokens;
+- a decode step of its own (`decode`): 2-D activations, biases added inside the GEMMs as
+  HF's `Conv1D` adds them (`forward` too), residuals added in place, parameters looked up
+  once, gelu_new in its sigmoid form, attention through the engine's chosen kernel. At a
+  worker's batch of 128 every operation is tens of microseconds, so the count of operations
+  and the memory they touch decide the step. With this, the compaction above and a prompt's
+  last block run for its last position only (`forward`), against the engine of commit c0e9650, on the same 256 questions on one
+  thread, in one process (malloc keeping freed blocks for both, `keep_freed_memory`): 255
+  against 188 questions/s, medians of four alternating runs, the same tokens;
 - device-agnostic (CPU or CUDA); `compile=True` wraps the steps in `torch.compile` (on CPU it
   measured 6x slower than eager, 24 against 146 questions/s after 46 s of compiling: the
   shapes change every step);
@@ -222,30 +223,23 @@ class Engine:
     def step(self, ids, pos, cache_k, cache_v, start, mask, end: int | None = None):
         return self.forward(ids, pos, cache_k, cache_v, start, mask, end)
 
-    def decode(self, ids, pos, cache_k, cache_v, start: int, pad):
+    def decode(self, ids, pos, cache_k, cache_v, start: int, mask):
         """`forward` for one new token per row ([B] ids at [B] positions, written to cache slot
-        `start`; `pad` [B, start + 1] -inf where a slot is padding, else 0), on 2-D activations
-        with the fewest tensor operations: at a worker's batch each one is tens of microseconds,
-        and a step of one row, all dispatch, still costs about a millisecond. The attention is
-        two matmuls inline (CPU, `decode_attention="matmul"`) or the engine's chosen kernel."""
+        `start`, attending under `mask` [B, 1, 1, start + 1]), on 2-D activations with the
+        fewest tensor operations: at a worker's batch each one is tens of microseconds, and a
+        step of one row, all dispatch, still costs about a millisecond. Two workers, 512
+        questions a call, medians of six alternating runs, the same tokens: 449 questions/s
+        here, 437 with every step through `forward`, and 460 with the attention written out
+        inline against an additive padding bias (not kept: a second copy of `matmul_attention`
+        and of the choice of kernel, for 2%)."""
         B, H, D = ids.shape[0], self.n_head, self.head_dim
         h = self.t.wte.weight[ids] + self.t.wpe.weight[pos]
-        end = start + 1
-        pad = pad[:, None, None]
-        inline = self._attend_one == self._attend_matmul or (
-            self._attend_one == self._attend_auto and not (ids.is_cuda and self._triton))
-        mask = None if inline else pad == 0  # the kernels' form: True = may attend
         for i, (ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out) in enumerate(self._layers()):
             qkv = torch.addmm(b_attn, F.layer_norm(h, (self.n_embd,), *ln_1, self.eps), w_attn).view(B, 3, H, D)
             k, v = cache_k[i], cache_v[i]
             k[:, :, start] = qkv[:, 1]
             v[:, :, start] = qkv[:, 2]
-            k, v = k[:, :, :end], v[:, :, :end]
-            if inline:
-                s = torch.matmul(qkv[:, 0, :, None], k.transpose(-1, -2)).mul_(1.0 / math.sqrt(D))
-                o = torch.matmul(s.add_(pad).softmax(-1), v)
-            else:
-                o = self._attend_one(qkv[:, 0, :, None], k, v, mask)
+            o = self._attend_one(qkv[:, 0, :, None], k[:, :, : start + 1], v[:, :, : start + 1], mask)
             h = torch.addmm(b_proj, o.reshape(B, self.n_embd), w_proj).add_(h)
             m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (self.n_embd,), *ln_2, self.eps), w_fc))
             h = torch.addmm(b_out, m, w_out).add_(h)
@@ -292,10 +286,8 @@ class Engine:
         cache_v = torch.empty_like(cache_k)
         # the tokens so far, for the logits processors (which read the whole sequence)
         tokens = torch.cat([input_ids, input_ids.new_full((B, max_new_tokens), eos)], 1) if logits_processors else None
-        # -inf on the cache slots that hold padding (the slots a step writes never do): added
-        # to the scores, one pass where a bool mask costs masked_fill's broadcast
-        pad = torch.zeros(B, N, dtype=dtype, device=device)
-        pad[:, :W].masked_fill_(~attention_mask, -math.inf)
+        keys = torch.zeros(B, N, dtype=torch.bool, device=device)  # which cache slots hold real tokens
+        keys[:, :W] = attention_mask
         pos, mask = prompt_inputs(attention_mask)
         logits = self._step(input_ids, pos, cache_k, cache_v, 0, mask)
         next_pos = pos[:, -1] + 1
@@ -314,6 +306,7 @@ class Engine:
             out[rows, t] = nxt
             if tokens is not None:
                 tokens[:, W + t] = nxt
+            keys[:, W + t] = True
             live = nxt != eos
             n_live = int(live.sum())
             if t + 1 == max_new_tokens or n_live == 0:
@@ -322,10 +315,10 @@ class Engine:
             # costs about as much as a few steps of the rows it removes
             if (t + 1) % self.compact_every == 0 and n_live <= self.compact_below * len(live):
                 idx = live.nonzero().squeeze(1)
-                rows, pad, next_pos, nxt = rows[idx], pad[idx], next_pos[idx], nxt[idx]
+                rows, keys, next_pos, nxt = rows[idx], keys[idx], next_pos[idx], nxt[idx]
                 tokens = None if tokens is None else tokens[idx]
                 cache_k, cache_v = (self._keep(c, idx, W + t) for c in (cache_k, cache_v))
-            logits = self._decode(nxt, next_pos, cache_k, cache_v, W + t, pad[:, : W + t + 1])
+            logits = self._decode(nxt, next_pos, cache_k, cache_v, W + t, keys[:, None, None, : W + t + 1])
             next_pos = next_pos + 1
         return out, ((top_vals, top_inds) if top_k else None)
 

@@ -41,8 +41,8 @@ def test_greedy_engine_equals_hf_generate_with_top_k(pair):
 
 
 def test_decode_step_hands_attention_to_the_chosen_kernel(pair, monkeypatch):
-    """`decode_attention="sdpa"`: the decode step calls the kernel (not its inline matmuls)
-    with the padding as a may-attend mask, and decodes the same greedy tokens."""
+    """`decode_attention="sdpa"`: every decode step calls the chosen kernel with the padding as
+    a may-attend mask, and decodes the same greedy tokens."""
     fast, hf = pair
     ps = prompts(24)
     engine = Engine(fast.model, decode_attention="sdpa")
