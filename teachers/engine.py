@@ -21,10 +21,11 @@ tight decode loop:
   HF's `Conv1D` adds them (`forward` too), residuals added in place, parameters looked up
   once, gelu_new in its sigmoid form, attention through the engine's chosen kernel. At a
   worker's batch of 128 every operation is tens of microseconds, so the count of operations
-  and the memory they touch decide the step. With this, the compaction above and a prompt's
-  last block run for its last position only (`forward`), against the engine of commit c0e9650, on the same 256 questions on one
-  thread, in one process (malloc keeping freed blocks for both, `keep_freed_memory`): 255
-  against 188 questions/s, medians of four alternating runs, the same tokens;
+  and the memory they touch decide the step. With this, the compaction above and a
+  prompt's last block run for its last position only (`forward`), against the engine of
+  commit c0e9650, on the same 256 questions on one thread, in one process (malloc keeping
+  freed blocks for both, `keep_freed_memory`): 255 against 188 questions/s, medians of four
+  alternating runs, the same tokens;
 - device-agnostic (CPU or CUDA); `compile=True` wraps the steps in `torch.compile` (on CPU it
   measured 6x slower than eager, 24 against 146 questions/s after 46 s of compiling: the
   shapes change every step);
