@@ -133,6 +133,13 @@ class Engine:
         self._attend_one = getattr(self, f"_attend_{decode_attention}")
         self._triton = importlib.util.find_spec("triton") is not None  # looked up once, not per step
         self._static = None  # the last batch shape's captured decode: one shape's cache at a time
+        # each block's parameters as plain tensors for `decode`, looked up once rather than
+        # through module attributes every step (the model's own tensors, not copies)
+        self._blocks = [((b.ln_1.weight, b.ln_1.bias), b.attn.c_attn.weight, b.attn.c_attn.bias,
+                         b.attn.c_proj.weight, b.attn.c_proj.bias, (b.ln_2.weight, b.ln_2.bias),
+                         b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+                        for b in t.h]
+        self._ln_f = (t.ln_f.weight, t.ln_f.bias)
         if t.wte.weight.device.type == "cpu":
             keep_freed_memory()
 
@@ -235,7 +242,7 @@ class Engine:
         and of the choice of kernel, for 2%)."""
         B, H, D = ids.shape[0], self.n_head, self.head_dim
         h = self.t.wte.weight[ids] + self.t.wpe.weight[pos]
-        for i, (ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out) in enumerate(self._layers()):
+        for i, (ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out) in enumerate(self._blocks):
             qkv = torch.addmm(b_attn, F.layer_norm(h, (self.n_embd,), *ln_1, self.eps), w_attn).view(B, 3, H, D)
             k, v = cache_k[i], cache_v[i]
             k[:, :, start] = qkv[:, 1]
@@ -245,17 +252,6 @@ class Engine:
             m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (self.n_embd,), *ln_2, self.eps), w_fc))
             h = torch.addmm(b_out, m, w_out).add_(h)
         return F.layer_norm(h, (self.n_embd,), *self._ln_f, self.eps) @ self.t.wte.weight.T
-
-    def _layers(self):
-        """Each block's parameters as plain tensors, looked up once rather than through module
-        attributes every step (the weights are the model's own, not copies)."""
-        if getattr(self, "_params", None) is None:
-            self._params = [((b.ln_1.weight, b.ln_1.bias), b.attn.c_attn.weight, b.attn.c_attn.bias,
-                             b.attn.c_proj.weight, b.attn.c_proj.bias, (b.ln_2.weight, b.ln_2.bias),
-                             b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
-                            for b in self.t.h]
-            self._ln_f = (self.t.ln_f.weight, self.t.ln_f.bias)
-        return self._params
 
     # -- decoding
 
