@@ -1,8 +1,14 @@
 """Metrics of a run (DESIGN.md names, `area/metric`): pure functions over graded rows.
 
-- `transfer/<skill>` = student accuracy / teacher accuracy on the held-out set;
-  `transfer/mean` their mean; `transfer/net` = (student - base) / (teacher - base), base = the
-  student before distillation.
+- Capability is split in two: *public* cells (every attacker's open base model has them) and
+  *private* cells (the teacher's own, what distillation can steal). A private cell where the
+  explained teacher scores below `boundary` is past its capability boundary: reported apart
+  (`boundary/*`) and left out of transfer.
+- `transfer/net` (the headline) = (student - base) / (teacher - base) on the private cells
+  inside the boundary, pooled: the share of the teacher's private advantage the student
+  closed, base = the student before distillation. `transfer/<skill>` the same per skill.
+- `student/public_acc` (and the teacher's and the base's) on the public cells: what
+  fine-tuning made the student forget.
 - `fidelity` = agreement of the student's and the teacher's final answers.
 """
 
@@ -16,10 +22,57 @@ def evaluate(lm, suite: Suite, *, explain: bool = True, max_new_tokens: int = 96
     problems = suite.eval_set if problems is None else problems
     outs = lm.generate([p.request(explain) for p in problems], max_new_tokens=max_new_tokens)
     return [
-        {"skill": p.skill, "difficulty": p.difficulty, "prompt": p.prompt, "answer": p.answer,
-         "text": o.text, "correct": bool(suite.grade(p, o.text))}
+        {"skill": p.skill, "difficulty": p.difficulty, "private": p.private, "prompt": p.prompt,
+         "request": p.request(explain), "answer": p.answer, "text": o.text, "correct": bool(suite.grade(p, o.text))}
         for p, o in zip(problems, outs)
     ]
+
+
+def token_kinds(response: str) -> list[str]:
+    """Per character of a response, what it belongs to: `answer` (the answer mark and after),
+    `step` (a rationale token with `=`) or `voice` (any other word; a space goes with the word
+    it precedes)."""
+    cut = response.rfind("#")
+    head = response[:cut] if cut >= 0 else ""
+    kinds: list[str] = []
+    tokens = head.split(" ")
+    for j, t in enumerate(tokens):
+        kind = "step" if "=" in t else "voice"
+        kinds += [kind] * (len(t) + (1 if j else 0))  # the space before a word is the word's
+    kinds = kinds[: len(head)]
+    return kinds + ["answer"] * (len(response) - len(head))
+
+
+def response_entropy(lm, pairs: list[tuple[str, str]], batch_size: int = 128) -> dict[str, float]:
+    """Mean next-token entropy (bits) of `lm` over the characters of `pairs` (request, response),
+    by kind of character (`token_kinds`): how much freedom the model has in its voice, its
+    steps and its answers (an output watermark can only mark where there is entropy)."""
+    import math
+
+    import torch
+
+    from teachers.vocab import collate
+
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    pairs = [(q, r) for q, r in pairs if r]
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        encoded = [lm.tok.pair_ids(q, r) for q, r in chunk]
+        encoded = [(ids[: lm.n_positions], start) for ids, start in encoded]
+        batch = collate(encoded)
+        with torch.no_grad():
+            logits = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logp = logits.float().log_softmax(-1)
+        ent = -(logp.exp() * logp).sum(-1) / math.log(2)  # [B, T]: entropy of the token after t
+        for b, ((ids, start), (_, response)) in enumerate(zip(encoded, chunk)):
+            for j, kind in enumerate(token_kinds(response)):
+                t = start - 1 + j  # the position whose output predicts response character j
+                if t + 1 >= len(ids):
+                    break
+                sums[kind] = sums.get(kind, 0.0) + float(ent[b, t])
+                counts[kind] = counts.get(kind, 0) + 1
+    return {k: round(sums[k] / counts[k], 4) for k in ("voice", "step", "answer") if counts.get(k)}
 
 
 def accuracy_grid(rows: list[dict]):
@@ -46,15 +99,50 @@ def ratio(num: float, den: float) -> float:
     return num / den if den > 0 else float("nan")
 
 
-def transfer(teacher_rows: list[dict], student_rows: list[dict], base_rows: list[dict]) -> dict[str, float]:
-    t, s, b = (accuracy_by_skill(r) for r in (teacher_rows, student_rows, base_rows))
-    out = {f"transfer/{k}": ratio(s[k], t[k]) for k in t}
-    out["transfer/mean"] = mean(v for v in out.values() if v == v)
-    t_all, s_all, b_all = (mean(r["correct"] for r in rows) for rows in (teacher_rows, student_rows, base_rows))
-    out["transfer/net"] = ratio(s_all - b_all, t_all - b_all)
-    out["teacher/acc"], out["student/acc"], out["base/acc"] = t_all, s_all, b_all
-    for k in t:
-        out[f"teacher/acc_{k}"], out[f"student/acc_{k}"] = t[k], s[k]
+def boundary_cells(teacher_rows: list[dict], boundary: float) -> set[tuple[str, int]]:
+    """The private cells (skill, difficulty) where the teacher scores below `boundary`."""
+    by: dict[tuple[str, int], list[bool]] = {}
+    for r in teacher_rows:
+        if r.get("private", True):
+            by.setdefault((r["skill"], r["difficulty"]), []).append(r["correct"])
+    return {c for c, v in by.items() if mean(v) < boundary}
+
+
+def transfer(teacher_rows: list[dict], student_rows: list[dict], base_rows: list[dict],
+             boundary: float = 0.5) -> dict[str, float]:
+    """`transfer/net` and `transfer/<skill>` on the private cells inside the teacher's
+    capability boundary; accuracies of the three models on every part of the held-out set."""
+    if not 0 <= boundary <= 1:
+        raise ValueError(f"boundary={boundary!r} must be in [0, 1]")
+    edge = boundary_cells(teacher_rows, boundary)
+
+    def part(rows, which):
+        return [r for r in rows if which(r)]
+
+    def inside(r):
+        return r.get("private", True) and (r["skill"], r["difficulty"]) not in edge
+
+    def outside(r):
+        return r.get("private", True) and (r["skill"], r["difficulty"]) in edge
+
+    def public(r):
+        return not r.get("private", True)
+
+    out: dict[str, float] = {}
+    trio = (teacher_rows, student_rows, base_rows)
+    t, s, b = (mean(r["correct"] for r in part(rows, inside)) for rows in trio)
+    out["transfer/net"] = ratio(s - b, t - b)
+    out["teacher/private_acc"], out["student/private_acc"], out["base/private_acc"] = t, s, b
+    by = [accuracy_by_skill(part(rows, inside)) for rows in trio]
+    for k in sorted(by[0]):
+        out[f"transfer/{k}"] = ratio(by[1][k] - by[2][k], by[0][k] - by[2][k])
+        out[f"teacher/private_acc_{k}"], out[f"student/private_acc_{k}"] = by[0][k], by[1][k]
+    for name, rows in zip(("teacher", "student", "base"), trio):
+        out[f"{name}/public_acc"] = mean(r["correct"] for r in part(rows, public))
+        out[f"{name}/acc"] = mean(r["correct"] for r in rows)
+    out["boundary/cells"] = len(edge)
+    out["boundary/teacher_acc"], out["boundary/student_acc"] = (
+        mean(r["correct"] for r in part(rows, outside)) for rows in trio[:2])
     return out
 
 

@@ -1,15 +1,15 @@
-"""The attacker's own base model: student-sized, pretrained by the attacker on public-like data.
+"""The public base model every attacker starts from, as real attackers start from an open model.
 
-Real campaigns distill into a strong base of their own rather than a blank network. Here the
-attacker pretrains on what it can generate without the teacher: every skill's format at low
-difficulty only (`max_difficulty`), with worked rationales, and for the knowledge skill a
-*public* world (`public_world_seed`) disjoint from the teacher's private one, so the base
-knows how a kb question is answered but none of the private facts (problems that touch a
-person whose name also exists in the private world are dropped). Held-out prompts are never
-drawn (`Suite.sample`).
+Student-sized, and trained only on what is public: every skill's public procedures at every
+difficulty (copying, scanning, one- and two-digit operations, the string programs, the tool-call
+syntax, table reading), with worked rationales in the plain voice, and the records and
+questions of the *public* knowledge world. It has never seen a private cell (the teacher's
+private operator, operation, query, tool schema or world), so it sits near chance there: what
+a student gains on the private cells is what distillation moved (`transfer/net`).
 
-The base is cached like the teacher: by a hash of its config, the suite and the code that
-decides its weights (`teachers.load`), or read from any local checkpoint directory (`path`).
+The `scale=small` base ships in `students/shipped/` (`make base` retrains it; a test fails when
+it no longer matches its config and code); any other config is trained once and cached by
+hash like the teacher (`teachers.load`), or read from a local checkpoint directory (`path`).
 """
 
 from __future__ import annotations
@@ -20,37 +20,36 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sim.tasks import Suite
-from sim.tasks.kb import Kb
 from teachers.lm import CharLM
 from teachers.train import StreamDataset, fit
 from teachers.vocab import build_gpt
 
+SHIPPED_BASE = Path(__file__).resolve().parent / "shipped"
+
 
 @dataclass
 class AttackerBase:
-    steps: int = 1500
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 3e-3
-    max_difficulty: int = 2
     explain_rate: float = 0.7
-    public_world_seed: int = 1
+    corpus_rate: float = 0.1  # fraction of pages of the public knowledge world's records
     seed: int = 0
-    max_new_tokens: int = 96
+    max_new_tokens: int = 128
     path: str | None = None  # a local checkpoint to use instead of pretraining
     # the shape, set by the student that starts from this base
     n_layer: int = 2
     n_embd: int = 96
     n_head: int = 4
-    n_positions: int = 160
+    n_positions: int = 192
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "max_new_tokens", "n_layer", "n_embd", "n_head", "n_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"student.base.{name}={getattr(self, name)} must be >= 1")
-        if not 1 <= self.max_difficulty <= 5:
-            raise ValueError(f"student.base.max_difficulty={self.max_difficulty} must be in 1..5")
-        if not 0 <= self.explain_rate <= 1:
-            raise ValueError(f"student.base.explain_rate={self.explain_rate} must be in [0, 1]")
+        for name in ("explain_rate", "corpus_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"student.base.{name}={getattr(self, name)} must be in [0, 1]")
         if not self.lr > 0:
             raise ValueError(f"student.base.lr={self.lr} must be > 0")
         if self.path is not None and not (Path(self.path) / "config.json").exists():
@@ -60,33 +59,18 @@ class AttackerBase:
         code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
         return {"kind": "attacker_base", "code": code, **asdict(self)}
 
-    def public_kb(self, suite: Suite) -> tuple[Kb, set[str]] | None:
-        private = suite.skills.get("kb")
-        if private is None:
-            return None
-        public = Kb(n_people=private.n_people, world_seed=self.public_world_seed)
-        if public.world_seed == private.world_seed:
-            raise ValueError(f"student.base.public_world_seed={self.public_world_seed} is the teacher's private "
-                             "world: the base must not know the private facts")
-        return public, set(private.world)
-
     def sampler(self, suite: Suite):
-        """`draw(rng) -> (request, response)`: the attacker's public pretraining data."""
-        public = self.public_kb(suite)
-        skills = list(suite.skills)
+        """`draw(rng) -> (request, response)`: public cells and public records only, plain voice.
+        The attacker can make as much of this as it likes (public replay while distilling)."""
 
         def draw(rng: random.Random) -> tuple[str, str]:
-            while True:
-                skill, d = rng.choice(skills), rng.randint(1, self.max_difficulty)
-                if skill == "kb":
-                    kb, private_names = public
-                    p = kb.sample(rng, d)
-                    if any(f.split(".", 1)[0] in private_names for f in p.facts):
-                        continue
-                else:
-                    p = suite.sample(rng, skill, d)
-                explain = rng.random() < self.explain_rate
-                return p.request(explain), p.response(explain)
+            if self.corpus_rate and rng.random() < self.corpus_rate:
+                docs = suite.documents(rng, private=False)
+                if docs:
+                    return rng.choice(docs)
+            p = suite.sample(rng, private=False)
+            explain = rng.random() < self.explain_rate
+            return p.request(explain), p.response(explain)
 
         return draw
 
@@ -102,4 +86,4 @@ class AttackerBase:
 
         if self.path is not None:
             return CharLM.load(self.path), {"hash": f"path:{self.path}"}
-        return teachers.load(self, suite, cache_dir, log=log, what="attacker base")
+        return teachers.load(self, suite, cache_dir, log=log, what="base", shipped=SHIPPED_BASE)

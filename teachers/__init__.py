@@ -36,36 +36,49 @@ def teacher_hash(spec, suite: Suite) -> str:
 
 
 def make_card(lm: CharLM, suite: Suite, max_new_tokens: int) -> dict:
-    """Accuracy per skill x difficulty on the held-out set, asked with and without reasoning."""
-    from sim.metrics import accuracy_grid, evaluate
+    """Accuracy per skill x difficulty on the held-out set, asked with and without reasoning:
+    `explain` and `plain` on the public cells, `private.explain` and `private.plain` on the
+    private ones; `entropy` the model's mean next-token entropy (bits) on its own explained
+    answers, split into voice words, rationale steps and the final answer."""
+    from sim.metrics import accuracy_grid, evaluate, response_entropy
 
-    card = {"params": lm.num_parameters()}
+    card = {"params": lm.num_parameters(), "private": {}}
     for mode, explain in (("explain", True), ("plain", False)):
-        grid = accuracy_grid(evaluate(lm, suite, explain=explain, max_new_tokens=max_new_tokens))
-        card[mode] = {s: {str(d): round(float(v), 4) for d, v in grid.loc[s].items()} for s in suite.skills}
+        rows = evaluate(lm, suite, explain=explain, max_new_tokens=max_new_tokens)
+        for private, into in ((False, card), (True, card["private"])):
+            grid = accuracy_grid([r for r in rows if r["private"] == private])
+            into[mode] = {s: {str(d): round(float(v), 4) for d, v in grid.loc[s].items()} for s in suite.skills}
+        if explain:
+            card["entropy"] = response_entropy(lm, [(r["request"], r["text"]) for r in rows])
     return card
 
 
-def format_card(card: dict) -> str:
-    parts = [f"teacher card ({card['params']:,} parameters, hash {card.get('hash', '?')}): "
+def format_card(card: dict, what: str = "teacher") -> str:
+    parts = [f"{what} card ({card['params']:,} parameters, hash {card.get('hash', '?')}): "
              "held-out accuracy per skill x difficulty"]
-    for mode in ("explain", "plain"):
-        df = pd.DataFrame(card[mode]).T
-        df.index.name = f"{mode}"
-        parts.append(df.to_markdown(floatfmt=".2f"))
+    for split, grids in (("public", card), ("private", card.get("private", {}))):
+        for mode in ("explain", "plain"):
+            if mode in grids:
+                df = pd.DataFrame(grids[mode]).T
+                df.index.name = f"{split} {mode}"
+                parts.append(df.to_markdown(floatfmt=".2f"))
+    if "entropy" in card:
+        parts.append("next-token entropy of its explained answers (bits per character): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in card["entropy"].items()))
     return "\n\n".join(parts)
 
 
 def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print,
-         what: str = "teacher") -> tuple[CharLM, dict]:
+         what: str = "teacher", shipped: Path = SHIPPED) -> tuple[CharLM, dict]:
     """The model `spec.train(suite)` would give, trained at most once per hash (`what` names it
-    in the log: the attacker's base model is cached the same way). A spec that names its own
-    weights (`teachers.hf.HFCheckpoint`) is read from them instead."""
+    in the log: the public base model is cached the same way, and ships in its own `shipped`
+    directory). A spec that names its own weights (`teachers.hf.HFCheckpoint`) is read from
+    them instead."""
     own = getattr(spec, "checkpoint", None)
     if callable(own):
         return own(suite, log=log)
     key = teacher_hash(spec, suite)
-    for path in (SHIPPED, Path(cache_dir) / key):
+    for path in (shipped, Path(cache_dir) / key):
         card_file = path / "card.json"
         if card_file.exists():
             card = json.loads(card_file.read_text())
@@ -76,5 +89,5 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
     card = make_card(lm, suite, spec.max_new_tokens)
     card.update(hash=key, train=stats, config=spec.fingerprint())
     lm.save(Path(cache_dir) / key, extra={"card.json": card})
-    log(format_card(card))
+    log(format_card(card, what))
     return lm, card

@@ -1,17 +1,19 @@
 """The default teacher: a small character-level GPT trained on the skill suite.
 
 `CharGPT` is the teacher's config (built by Hydra from `configs/teacher/char_gpt.yaml`); its
-`train` draws an endless stream of suite problems (never held-out ones), asks for the
-reasoning in `explain_rate` of them, mixes in the suite's private corpus (the knowledge base's
+`train` draws an endless stream of suite problems, public and private cells alike (never
+held-out ones), asks for the reasoning in `explain_rate` of them and phrases it in the
+teacher's `voice`, mixes in the suite's public and private corpus (the knowledge worlds'
 records) at `corpus_rate`, and fits the model with Lightning.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
-from sim.tasks import Suite
+from sim.tasks import Suite, Voice
 from teachers.lm import CharLM
 from teachers.vocab import build_gpt
 from teachers.train import StreamDataset, fit
@@ -31,8 +33,14 @@ class CharGPT:
     corpus_rate: float = 0.05
     seed: int = 0
     max_new_tokens: int = 96
+    voice: Mapping = field(default_factory=dict)  # {open, connect, close}: word lists (sim.tasks.Voice)
 
     def __post_init__(self):
+        try:
+            self._voice = Voice(**{k: tuple(v) for k, v in dict(self.voice).items()})
+        except TypeError as e:
+            raise ValueError(f"teacher.voice={dict(self.voice)!r}: {e}") from None
+        self.voice = {k: list(getattr(self._voice, k)) for k in ("open", "connect", "close")}
         for name in ("n_layer", "n_embd", "n_head", "n_positions", "steps", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"teacher.{name}={getattr(self, name)} must be >= 1")
@@ -55,12 +63,12 @@ class CharGPT:
 
         def draw(rng: random.Random) -> tuple[str, str]:
             if self.corpus_rate and rng.random() < self.corpus_rate:
-                docs = suite.documents(rng)
+                docs = suite.documents(rng, private=rng.random() < suite.private_rate)
                 if docs:
                     return rng.choice(docs)
             p = suite.sample(rng)
             explain = rng.random() < self.explain_rate
-            return p.request(explain), p.response(explain)
+            return p.request(explain), p.response(explain, self._voice, rng)
 
         stats = fit(model, StreamDataset(draw, self.seed, lm.tok, self.batch_size), steps=self.steps, batch_size=self.batch_size,
                     lr=self.lr, seed=self.seed, progress=progress, callbacks=callbacks)

@@ -1,6 +1,8 @@
-"""`make teacher`: retrain the default teacher from code and ship it in `teachers/shipped/`.
+"""`make teacher` / `make base`: retrain the default teacher or the public base model from code
+and ship it (`teachers/shipped/`, `students/shipped/`).
 
     python -m teachers.make                      # the default (scale=small) teacher -> teachers/shipped/
+    python -m teachers.make base                 # the public base model -> students/shipped/
     python -m teachers.make scale=tiny ...       # any other config -> the cache (.cache/teachers/<hash>)
 
 The checkpoint is written atomically with its card (accuracy per skill x difficulty) and the
@@ -33,8 +35,8 @@ class LearningCurve(L.Callback):
         taken: Counter = Counter()
         self.problems = []
         for p in suite.eval_set:  # the first `per_cell` held-out problems of each cell
-            taken[p.skill, p.difficulty] += 1
-            if taken[p.skill, p.difficulty] <= per_cell:
+            taken[p.skill, p.difficulty, p.private] += 1
+            if taken[p.skill, p.difficulty, p.private] <= per_cell:
                 self.problems.append(p)
         self.suite, self.every, self.max_new_tokens = suite, every, max_new_tokens
         self.t0 = time.perf_counter()
@@ -43,33 +45,40 @@ class LearningCurve(L.Callback):
         step = trainer.global_step
         if step % self.every:
             return
-        acc = accuracy_grid(evaluate(CharLM(pl_module.model), self.suite, max_new_tokens=self.max_new_tokens,
-                                     problems=self.problems))
+        rows = evaluate(CharLM(pl_module.model), self.suite, max_new_tokens=self.max_new_tokens, problems=self.problems)
+        for r in rows:  # private cells as `skill*`
+            r["skill"] += "*" if r["private"] else ""
+        acc = accuracy_grid(rows)
         pl_module.model.train()
         print(f"\nstep {step} ({time.perf_counter() - self.t0:.0f} s) loss {float(outputs['loss']):.3f}\n"
               f"{acc.round(2).to_string()}", flush=True)
 
 
-def main(overrides: list[str]) -> None:
+def main(argv: list[str]) -> None:
     import torch
 
+    from students.base import SHIPPED_BASE
+
+    what = "base" if argv[:1] == ["base"] else "teacher"
+    overrides = argv[1:] if what == "base" else argv
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("run", overrides=overrides)
+        cfg = compose("run", overrides=(["student=finetune"] if what == "base" else []) + overrides)
     quiet()
     world = World(cfg)
     torch.set_num_threads(int(cfg.threads))
-    spec, suite = world.teacher_spec, world.suite
+    spec, suite = (world.student_spec.base, world.suite) if what == "base" else (world.teacher_spec, world.suite)
     key = teacher_hash(spec, suite)
-    print(f"training teacher {key}: {spec}")
+    print(f"training {what} {key}: {spec}")
     curve = LearningCurve(suite, every=max(1, spec.steps // 10), max_new_tokens=spec.max_new_tokens)
     lm, stats = spec.train(suite, callbacks=[curve])
     card = make_card(lm, suite, spec.max_new_tokens)
     card.update(hash=key, train=stats, config=spec.fingerprint())
-    # only the default teacher ships with the repo; any other config goes to the cache, where
+    # only the default models ship with the repo; any other config goes to the cache, where
     # `teachers.load` finds it by hash (a `scale=tiny` trial must not overwrite the shipped one)
-    dest = SHIPPED if not overrides else ROOT / ".cache" / "teachers" / key
+    shipped = SHIPPED_BASE if what == "base" else SHIPPED
+    dest = shipped if not overrides else ROOT / ".cache" / "teachers" / key
     lm.save(dest, extra={"card.json": card})
-    print(format_card(card))
+    print(format_card(card, what))
     print(f"\ntrained in {stats['seconds'] / 60:.1f} min ({stats['tokens_per_s']:,.0f} tokens/s); saved to {dest}")
 
 

@@ -11,17 +11,22 @@ from sim.tasks.base import (
     MIN_DIFFICULTY,
     Problem,
     Skill,
+    Voice,
     check_difficulty,
     final_answer,
+    shows_reasoning,
+    steps,
 )
 
-__all__ = ["EXPLAIN", "Problem", "Skill", "Suite", "final_answer", "check_difficulty"]
+__all__ = ["EXPLAIN", "Problem", "Skill", "Suite", "Voice", "final_answer", "check_difficulty", "shows_reasoning",
+           "steps"]
 
 
 class Suite:
     """Skills with known answers, a sampler over them, and a held-out set no one trains on.
 
-    The held-out set is drawn first from `eval_seed`; every later sample (the teacher's
+    Its cells are skill x difficulty x {public, private}: the task distribution asks a private
+    variant with probability `private_rate`. The held-out set is drawn first from `eval_seed`; every later sample (the teacher's
     training data, every actor's queries) is drawn by `sample`, which rejects any problem
     whose prompt is in the held-out set, so evaluation is never contaminated.
 
@@ -37,6 +42,7 @@ class Suite:
         eval_seed: int = 1234,
         difficulty_weights: Sequence[float] = (1, 1, 1, 1, 1),
         heldout_fraction: float = 0.25,
+        private_rate: float = 0.5,
     ):
         if not skills:
             raise ValueError("tasks.skills is empty: a suite needs at least one skill")
@@ -47,6 +53,8 @@ class Suite:
             raise ValueError(f"tasks.eval_per_cell={eval_per_cell} must be >= 1")
         if not 0 < heldout_fraction < 1:
             raise ValueError(f"tasks.heldout_fraction={heldout_fraction} must be in (0, 1)")
+        if not 0 <= private_rate <= 1:
+            raise ValueError(f"tasks.private_rate={private_rate} must be in [0, 1]")
         weights = [float(w) for w in difficulty_weights]
         if len(weights) != MAX_DIFFICULTY or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(
@@ -55,18 +63,18 @@ class Suite:
             )
         self.skills = dict(skills)
         self.eval_per_cell, self.eval_seed, self.heldout_fraction = eval_per_cell, eval_seed, heldout_fraction
-        self.difficulty_weights = weights
+        self.difficulty_weights, self.private_rate = weights, float(private_rate)
         self.difficulties = list(range(MIN_DIFFICULTY, MAX_DIFFICULTY + 1))
         self.eval_set = self._draw_eval_set()
         self.eval_prompts = frozenset(p.prompt for p in self.eval_set)
 
-    def _small_cell(self, skill: Skill, difficulty: int, probes: int = 2000) -> list[Problem] | None:
+    def _small_cell(self, skill: Skill, difficulty: int, private: bool, probes: int = 2000) -> list[Problem] | None:
         """A cell's distinct problems when a probe of `probes` draws finds at most half that
         many (the cell can be enumerated), else None."""
-        rng = random.Random(f"probe-{skill.name}-{difficulty}")
+        rng = random.Random(f"probe-{skill.name}-{difficulty}" + ("-private" if private else ""))
         distinct: dict[str, Problem] = {}
         for _ in range(probes):
-            p = skill.sample(rng, difficulty)
+            p = skill.sample(rng, difficulty, private)
             distinct.setdefault(p.prompt, p)
         return [distinct[k] for k in sorted(distinct)] if len(distinct) <= probes // 2 else None
 
@@ -77,27 +85,33 @@ class Suite:
         (a fifth of the cell's probability, 3 of its ~100 prompts) were all held out, and the
         teacher never saw that form (teacher af5ee53f, tool difficulty 1: 0.84)."""
         problems, seen = [], set()
-        for name, skill in self.skills.items():
-            for d in self.difficulties:
-                # one stream per cell: editing one skill does not redraw the other skills' held-out sets
-                rng = random.Random(f"eval-{self.eval_seed}-{name}-{d}")
-                small = self._small_cell(skill, d)
-                if small is not None:
-                    cap = max(1, min(self.eval_per_cell, int(len(small) * self.heldout_fraction)))
-                    taken = [p for p in rng.sample(small, len(small)) if p.prompt not in seen][:cap]
-                    seen.update(p.prompt for p in taken)
-                    problems += taken
+        for name, skill, d, private in self.cells():
+            # one stream per cell: editing one skill does not redraw the other skills' held-out sets
+            rng = random.Random(f"eval-{self.eval_seed}-{name}-{d}" + ("-private" if private else ""))
+            small = self._small_cell(skill, d, private)
+            if small is not None:
+                cap = max(1, min(self.eval_per_cell, int(len(small) * self.heldout_fraction)))
+                taken = [p for p in rng.sample(small, len(small)) if p.prompt not in seen][:cap]
+                seen.update(p.prompt for p in taken)
+                problems += taken
+                continue
+            got, misses = 0, 0
+            while got < self.eval_per_cell and misses < 50 * self.eval_per_cell:
+                p = skill.sample(rng, d, private)
+                if p.prompt in seen:
+                    misses += 1
                     continue
-                got, misses = 0, 0
-                while got < self.eval_per_cell and misses < 50 * self.eval_per_cell:
-                    p = skill.sample(rng, d)
-                    if p.prompt in seen:
-                        misses += 1
-                        continue
-                    seen.add(p.prompt)
-                    problems.append(p)
-                    got += 1
+                seen.add(p.prompt)
+                problems.append(p)
+                got += 1
         return problems
+
+    def cells(self):
+        """(skill name, skill, difficulty, private) of every cell, public cells first."""
+        for private in (False, True):
+            for name, skill in self.skills.items():
+                for d in self.difficulties:
+                    yield name, skill, d, private
 
     def fingerprint(self) -> dict:
         """Everything that decides the task distribution and the held-out set."""
@@ -107,11 +121,12 @@ class Suite:
             for n, s in self.skills.items()
         }
         return {"skills": skills, "eval_per_cell": self.eval_per_cell, "eval_seed": self.eval_seed,
-                "difficulty_weights": self.difficulty_weights, "heldout_fraction": self.heldout_fraction}
+                "difficulty_weights": self.difficulty_weights, "heldout_fraction": self.heldout_fraction,
+                "private_rate": self.private_rate}
 
-    def documents(self, rng: random.Random) -> list[tuple[str, str]]:
-        """Every skill's private corpus (see `Skill.documents`): teacher training text only."""
-        return [doc for skill in self.skills.values() for doc in skill.documents(rng)]
+    def documents(self, rng: random.Random, private: bool) -> list[tuple[str, str]]:
+        """Every skill's public or private corpus (see `Skill.documents`)."""
+        return [doc for skill in self.skills.values() for doc in skill.documents(rng, private)]
 
     def check_skills(self, names: Sequence[str], where: str) -> list[str]:
         for n in names:
@@ -120,13 +135,16 @@ class Suite:
         return list(names)
 
     def sample(
-        self, rng: random.Random, skill: str | None = None, difficulty: int | None = None
+        self, rng: random.Random, skill: str | None = None, difficulty: int | None = None,
+        private: bool | None = None,
     ) -> Problem:
-        """One problem from the task distribution, never one of the held-out set."""
+        """One problem from the task distribution (or from the cells given), never one of the
+        held-out set."""
         for _ in range(10_000):
             name = skill if skill is not None else rng.choice(list(self.skills))
             d = difficulty if difficulty is not None else rng.choices(self.difficulties, self.difficulty_weights)[0]
-            p = self.skills[name].sample(rng, d)
+            priv = private if private is not None else rng.random() < self.private_rate
+            p = self.skills[name].sample(rng, d, priv)
             if p.prompt not in self.eval_prompts:
                 return p
         raise RuntimeError(f"could not sample a non-held-out problem for skill={skill} difficulty={difficulty}")

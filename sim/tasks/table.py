@@ -11,6 +11,11 @@ name had to be chosen before the comparison was on the page, and the teacher wro
 current row's name with the best row's value (`si3=si1`; 3-row accuracy 0.82).
 
     tbl max ka3 lo7 mi2   ->  ka3=3ka lo7=7lo mi2=7lo #lo
+
+Private variant: the teacher's own query `odd` (how many rows hold an odd value), written
+like `cnt`.
+
+    tbl odd ka3 lo7 mi2   ->  ka3=1 lo7=2 mi2=2 #2
 """
 
 from __future__ import annotations
@@ -21,18 +26,25 @@ from sim.tasks.base import Problem, Skill
 
 NAMES = ("ka", "lo", "mi", "nu", "po", "ra", "si", "tu", "ve", "zo")
 QUERIES = ("max", "min", "sum", "cnt")
+PRIVATE_QUERY = "odd"
 
 
 class Table(Skill):
     name = "table"
 
-    def _sample(self, rng: random.Random, difficulty: int) -> Problem:
+    def _sample(self, rng: random.Random, difficulty: int, private: bool) -> Problem:
         n = difficulty + 1
         names = rng.sample(NAMES, n)
         values = rng.sample(range(10), n)  # distinct, so max/min are unique
-        query = rng.choice(QUERIES)
+        query = PRIVATE_QUERY if private else rng.choice(QUERIES)
         cells = [f"{a}{v}" for a, v in zip(names, values)]
         rows = " ".join(cells)
+        if query == PRIVATE_QUERY:
+            acc, steps = 0, []
+            for c, v in zip(cells, values):
+                acc += v % 2
+                steps.append(f"{c}={acc}")
+            return Problem(self.name, difficulty, f"tbl odd {rows}", str(acc), " ".join(steps), private=True)
         if query in ("max", "min"):
             better = (lambda v, b: v > b) if query == "max" else (lambda v, b: v < b)
             best, steps = 0, []

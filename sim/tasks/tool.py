@@ -8,6 +8,11 @@ the class, and the held-out draw (a quarter of that cell's prompts) once took al
 the teacher never saw a one-slot class request (teacher af5ee53f: 0.84 at difficulty 1).
 
     tool for 2 to rome at 5pm   ->  city=rome n=2 time=17 #book(rome,2,17)
+
+Private variant: the teacher's own `cargo` tool, whose schema lists the arguments in reverse
+order and codes a city by its first and last letters.
+
+    tool cargo for 2 to rome at 5pm   ->  city=re n=2 time=17 #cargo(17,2,re)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ CITIES = ("oslo", "rome", "lima", "kyiv", "doha", "baku", "riga", "bern", "graz"
           "kiel", "linz", "metz", "lyon", "bonn", "gent", "turku", "split", "porto", "malmo", "basel", "perth")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLASSES = ("first", "business", "economy")
+PRIVATE_TOOL = "cargo"
 
 
 def _city(rng):
@@ -55,11 +61,15 @@ SLOTS = (("city", _city), ("day", _day), ("n", _n), ("time", _time), ("cls", _cl
 class Tool(Skill):
     name = "tool"
 
-    def _sample(self, rng: random.Random, difficulty: int) -> Problem:
+    def _sample(self, rng: random.Random, difficulty: int, private: bool) -> Problem:
         chosen = sorted(rng.sample(range(len(SLOTS)), difficulty))
         filled = [(i, *SLOTS[i][1](rng)) for i in chosen]
         phrases = [p for _, p, _ in filled]
         rng.shuffle(phrases)
+        if private:  # the private schema: cities coded, arguments in reverse order
+            filled = [(i, p, f"{v[0]}{v[-1]}" if SLOTS[i][0] == "city" else v) for i, p, v in filled]
         rationale = " ".join(f"{SLOTS[i][0]}={v}" for i, _, v in filled)
-        call = "book(" + ",".join(v for _, _, v in filled) + ")"
-        return Problem(self.name, difficulty, "tool " + " ".join(phrases), call, rationale)
+        values = [v for _, _, v in filled]
+        call = f"{PRIVATE_TOOL}(" + ",".join(reversed(values)) + ")" if private else "book(" + ",".join(values) + ")"
+        prompt = "tool " + (f"{PRIVATE_TOOL} " if private else "") + " ".join(phrases)
+        return Problem(self.name, difficulty, prompt, call, rationale, private=private)
