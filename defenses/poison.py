@@ -70,7 +70,8 @@ class Poison(Defense):
         steps, answer = split(completion.text)
         answer = answer.strip()
         wrong = plausible_wrong(answer, request.prompt, self.rng)
-        if steps and answer and answer in steps[-1]:  # the last step states the answer: agree with the lie
-            i = steps[-1].rfind(answer)
-            steps[-1] = steps[-1][:i] + wrong + steps[-1][i + len(answer):]
+        last = max((i for i, w in enumerate(steps) if "=" in w), default=None)
+        if last is not None and answer and answer in steps[last]:  # the last step states the answer: agree with the lie
+            i = steps[last].rfind(answer)
+            steps[last] = steps[last][:i] + wrong + steps[last][i + len(answer):]
         return Completion(join(steps, wrong), None, {**completion.meta, "poisoned": True})

@@ -30,7 +30,8 @@ HIDE = ("never", "always", "elicited", "flagged")
 
 
 def split(text: str) -> tuple[list[str], str]:
-    """(rationale steps, final answer) of a response; no mark: no steps, the text is the answer."""
+    """(rationale words, final answer) of a response; no mark: no words, the text is the answer.
+    The words are the steps (`=` in them) and the model's voice between them."""
     if ANSWER_MARK not in text:
         return [], text
     head, answer = text.rsplit(ANSWER_MARK, 1)
@@ -80,10 +81,12 @@ class Shaping(Defense):
         steps, answer = split(completion.text)
         if self._hide(request, ctx):
             steps = []
-        if self.summarise_steps is not None:
-            steps = steps[: self.summarise_steps]
+        if self.summarise_steps is not None:  # the words up to the k-th step
+            at = [i for i, w in enumerate(steps) if "=" in w]
+            steps = steps[: at[self.summarise_steps - 1] + 1] if 0 < self.summarise_steps <= len(at) else (
+                steps if self.summarise_steps else [])
         if self.noise:
-            steps = [self._corrupt(s) if self.rng.random() < self.noise else s for s in steps]
+            steps = [self._corrupt(s) if "=" in s and self.rng.random() < self.noise else s for s in steps]
         tops = completion.top_logprobs
         if tops is not None and (self.logprob_top_k is not None or self.logprob_decimals is not None):
             k = self.logprob_top_k or None

@@ -1,9 +1,16 @@
 """Result tables from run directories: `python -m experiments.report DIR... [--out FILE.md]`.
 
 Tables come only from `results.json` files (found recursively, so a Hydra multirun directory
-works); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped by every config value that differs between them, except the seed
-(or by `--by KEY...`); each cell is mean ± std over the group's seeds, with n, and each
-metric carries the direction that is better for its side (↑/↓).
+works); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped
+by every config value that differs between them, except the seeds (or by `--by KEY...`); each
+cell is the mean ± the half-width of its 95% confidence interval over the group's seeds
+(Student's t with n - 1 degrees of freedom), with n, and each metric carries the direction that
+is better for its side (↑/↓).
+
+A preset's checks are paired tests: two groups are matched run by run on their seed streams
+(`seeds/*`: arms that share every stream but the one they vary), and a claim **holds** when the
+95% CI of the paired difference lies in the claimed direction (or inside the claimed margin),
+**does not hold** when it excludes the claim, and is **inconclusive** otherwise.
 
 `--out FILE.md` also writes FILE.tex (booktabs), FILE.csv (means, stds and n as numbers) and
 FILE.png, the Pareto plot of the sweep: transfer against legitimate-user utility, one
@@ -25,11 +32,13 @@ import pandas as pd
 ARROWS = {"transfer": "↑", "fidelity": "↑", "student/acc": "↑", "coverage": "↑", "utility/relative": "↑",
           "utility/false_ban_rate": "↓", "detection/precision": "↑", "detection/recall": "↑",
           "detection/ticks_to_first_ban": "↓", "detection/leaked_before_ban": "↓"}
-DEFAULT_METRICS = ("transfer/mean", "transfer/net", "fidelity", "coverage/kb", "student/acc", "teacher/acc",
+DEFAULT_METRICS = ("transfer/net", "student/public_acc", "fidelity", "coverage/kb", "student/private_acc",
+                   "teacher/private_acc", "base/private_acc",
                    "utility/relative", "utility/false_ban_rate", "attacker/queries", "attacker/accounts",
                    "attacker/harvested", "attacker/banned", "attacker/cost_usd", "detection/recall",
                    "detection/leaked_before_ban")
 SKIP = ("config/seed", "config/choices.", "config/preset.")
+LEVEL = 0.95  # confidence level of every interval
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -91,13 +100,28 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
     return choices + [k for k in keys if not explained(k)]
 
 
+def ci(values) -> tuple[float, float, int]:
+    """(mean, half-width of its `LEVEL` confidence interval, n) of a sample: Student's t with
+    n - 1 degrees of freedom (the half-width is NaN for n < 2)."""
+    from scipy import stats
+
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n < 2:
+        return float(v.mean()), math.nan, 1
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return float(v.mean()), half, n
+
+
 def _fmt(values: pd.Series) -> str:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    if v.empty:
+    m, half, n = ci(values)
+    if n == 0:
         return "–"
-    if len(v) == 1 or math.isclose(v.std(), 0.0, abs_tol=1e-12):
-        return f"{v.mean():.3g}" if abs(v.mean()) >= 10 else f"{v.mean():.3f}"
-    return f"{v.mean():.3f} ± {v.std():.3f}"
+    if n == 1 or math.isclose(half, 0.0, abs_tol=1e-12):
+        return f"{m:.3g}" if abs(m) >= 10 else f"{m:.3f}"
+    return f"{m:.3f} ± {half:.3f}"
 
 
 def _groups(df: pd.DataFrame, by: list[str]):
@@ -111,8 +135,8 @@ def _groups(df: pd.DataFrame, by: list[str]):
 
 
 def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
-    skills = sorted(c for c in df.columns if c.startswith("transfer/") and c not in ("transfer/mean", "transfer/net"))
-    metrics = list(metrics or [*DEFAULT_METRICS[:2], *skills, *DEFAULT_METRICS[2:]])
+    skills = sorted(c for c in df.columns if c.startswith("transfer/") and c != "transfer/net")
+    metrics = list(metrics or [*DEFAULT_METRICS[:1], *skills, *DEFAULT_METRICS[1:]])
     metrics = [m for m in metrics if m in df.columns]
     by = list(by) if by is not None else varying_keys(df)
     # a metric that only echoes a grouping key (attacker/queries when sweeping the budget) is noise
@@ -132,7 +156,7 @@ def table(dirs, metrics=None, by=None) -> str:
 
 
 def numbers(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
-    """The summary as numbers (CSV): per group n, and mean and std of every metric."""
+    """The summary as numbers (CSV): per group n, and mean, std and 95% CI half-width of every metric."""
     by = list(by) if by is not None else varying_keys(df)
     metrics = [m for m in (metrics or df.columns) if m in df.columns and m != "run_dir" and not m.startswith(("config/", "choice/"))
                and pd.api.types.is_numeric_dtype(df[m])]
@@ -140,6 +164,7 @@ def numbers(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     for row, g in _groups(df, by):
         for m in metrics:
             row[f"{m}/mean"], row[f"{m}/std"] = g[m].mean(), g[m].std()
+            row[f"{m}/ci95"] = ci(g[m])[1]
         out.append(row)
     return pd.DataFrame(out)
 
@@ -153,7 +178,7 @@ def latex(summary: pd.DataFrame) -> str:
     return tex.to_latex(index=False, escape=False)
 
 
-def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relative", y: str = "transfer/mean") -> bool:
+def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relative", y: str = "transfer/net") -> bool:
     """Transfer (the attacker's gain) against utility (the users' service), one point per group.
 
     The defender's frontier joins the groups no other group beats on both (lower transfer
@@ -172,8 +197,8 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     keys = [c for c in nums.columns if c != "n" and "/" not in c]
     labels = [", ".join(f"{k}={r[k]}" for k in keys) or "all" for _, r in nums.iterrows()]
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.errorbar(nums[f"{x}/mean"], nums[f"{y}/mean"], xerr=nums[f"{x}/std"].fillna(0), yerr=nums[f"{y}/std"].fillna(0),
-                fmt="o", capsize=3)
+    ax.errorbar(nums[f"{x}/mean"], nums[f"{y}/mean"], xerr=nums[f"{x}/ci95"].fillna(0),
+                yerr=nums[f"{y}/ci95"].fillna(0), fmt="o", capsize=3)
     mid = (nums[f"{x}/mean"].min() + nums[f"{x}/mean"].max()) / 2
     for (_, r), label in zip(nums.iterrows(), labels):
         right = r[f"{x}/mean"] > mid  # labels of right-hand points go left, inside the frame
@@ -182,7 +207,7 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     front = frontier(list(zip(nums[f"{x}/mean"], nums[f"{y}/mean"])))
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="defender's frontier")
     ax.set_xlabel(f"{x} →\n(legitimate service kept, as a fraction of the undefended service)")
-    ax.set_ylabel(f"{y} ↓\n(student accuracy / teacher accuracy, mean over skills)")
+    ax.set_ylabel(f"{y} (the attacker's gain)\n(share of the teacher's private advantage the student closed)")
     ax.margins(x=0.2, y=0.15)  # room for the point labels
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -265,9 +290,41 @@ def _mean(df: pd.DataFrame, sel: dict, metric: str) -> float:
     return float(pd.to_numeric(g[metric], errors="coerce").mean()) if len(g) and metric in g else float("nan")
 
 
+def paired(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.Series:
+    """Per seed, the metric of group `a` minus that of group `b`: runs matched on every seed
+    stream (`seeds/*`, or the run's `seed`), so each difference shares all the randomness the
+    two arms do not vary."""
+    keys = [c for c in df.columns if c.startswith("seeds/")] or ["seed"]
+    ga, gb = _select(df, a), _select(df, b)
+    if metric not in df.columns or ga.empty or gb.empty:
+        return pd.Series(dtype=float)
+    both = ga[keys + [metric]].merge(gb[keys + [metric]], on=keys, suffixes=("_a", "_b"))
+    return pd.to_numeric(both[f"{metric}_a"], errors="coerce") - pd.to_numeric(both[f"{metric}_b"], errors="coerce")
+
+
+def _interval(m: float, half: float, n: int) -> str:
+    return f"{m:+.3f}, 95% CI [{m - half:+.3f}, {m + half:+.3f}], n = {n}" if n > 1 else f"{m:+.3f}, n = {n}"
+
+
 def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
-    """(held? None when the runs cannot tell, one line with the numbers) for one CHECK."""
+    """(holds: True, does not hold: False, inconclusive: None; one line with the numbers) for
+    one CHECK. `higher`, `close` and `where` are decided by the 95% CI of the paired difference
+    (of the group's mean, for `where`); the others compare means."""
     c = dict(check)
+    if "higher" in c or "close" in c:
+        a, b = (c["higher"], c["than"]) if "higher" in c else (c["close"], c["to"])
+        d = paired(df, a, b, c["metric"])
+        m, half, n = ci(d)
+        text = (f"{c['metric']}: {_mean(df, a, c['metric']):.3f} ({_name(a)}) vs {_mean(df, b, c['metric']):.3f} "
+                f"({_name(b)}); paired difference {_interval(m, half, n)}")
+        if n < 2 or half != half:
+            return None, text + " — too few paired runs for an interval"
+        lo, hi = m - half, m + half
+        if "higher" in c:
+            return (True if lo > 0 else False if hi <= 0 else None), text
+        w = float(c["within"])
+        text += f" (claim: within ±{w})"
+        return (True if -w <= lo and hi <= w else False if lo > w or hi < -w else None), text
     if "drop" in c:
         a0, a1 = _mean(df, c["from"], c["drop"]), _mean(df, c["to"], c["drop"])
         b0, b1 = _mean(df, c["from"], c["vs"]), _mean(df, c["to"], c["vs"])
@@ -297,23 +354,22 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         ok = bool(gaps) and float(np.mean(gaps)) < 0
         text = (f"{len(gaps)} runs of {_name(c['below'])} inside the {_name(c['curve'])} curve's range of "
                 f"{c['against']}: {c['metric']} differs from the curve by {np.mean(gaps) if gaps else float('nan'):+.3f} on average")
-    elif "higher" in c:
-        a, b = _mean(df, c["higher"], c["metric"]), _mean(df, c["than"], c["metric"])
-        ok = a > b
-        text = f"{c['metric']}: {a:.3f} ({_name(c['higher'])}) vs {b:.3f} ({_name(c['than'])}), difference {a - b:+.3f}"
-    elif "close" in c:
-        a, b = _mean(df, c["close"], c["metric"]), _mean(df, c["to"], c["metric"])
-        ok = abs(a - b) <= c["within"]
-        text = (f"{c['metric']}: {a:.3f} ({_name(c['close'])}) vs {b:.3f} ({_name(c['to'])}), difference {a - b:+.3f} "
-                f"(claim: within {c['within']})")
     else:
-        a = _mean(df, c.get("where", {}), c["metric"])
-        ok = a < c["below"] if "below" in c else a > c["above"]
+        g = _select(df, c.get("where", {}))
+        m, half, n = ci(g[c["metric"]] if c["metric"] in g else [])
         bound = f"below {c['below']}" if "below" in c else f"above {c['above']}"
-        text = f"{c['metric']} ({_name(c.get('where', {}))}): {a:.3g} (claim: {bound})"
+        text = (f"{c['metric']} ({_name(c.get('where', {}))}): {m:.3g}"
+                + (f", 95% CI [{m - half:.3g}, {m + half:.3g}], n = {n}" if n > 1 else f", n = {n}")
+                + f" (claim: {bound})")
+        if n < 2 or half != half:
+            return None, text + " — too few runs for an interval"
+        lo, hi = m - half, m + half
+        if "below" in c:
+            return (True if hi < c["below"] else False if lo >= c["below"] else None), text
+        return (True if lo > c["above"] else False if hi <= c["above"] else None), text
     if text.count("nan"):
         return None, text + " — the runs cannot tell"
-    return bool(ok), text
+    return bool(ok), text + " (means, unpaired)"
 
 
 def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=None) -> str:
@@ -330,13 +386,14 @@ def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=N
              f"**Source.** {spec.get('source', '–')}", "", "**Command.**", "", "```",
              *(spec.get("command") or [f"python experiments/run.py -m experiment={name}"]),
              "python -m experiments.report <sweep directories> --docs docs", "```", "",
-             f"**Result** ({len(df)} runs at scale={scales}, commit {commits}, teacher {teachers}):", "",
+             f"**Result** ({len(df)} runs at scale={scales}, commit {commits}, teacher {teachers}; "
+             "each cell the mean ± the half-width of its 95% confidence interval over seeds, Student's t):", "",
              summarise(df, metrics or spec.get("metrics"), by).to_markdown(index=False), ""]
     if png:
         lines += [f"![Pareto plot: transfer against utility]({png})", ""]
     lines += ["**Does the claim hold here?**", ""]
     for held, text in checks:
-        lines.append(f"- {'**holds**' if held else ('**cannot tell**' if held is None else '**does not hold**')}: {text}")
+        lines.append(f"- {'**holds**' if held else ('**inconclusive**' if held is None else '**does not hold**')}: {text}")
     if not checks:
         lines.append("- (the preset states no check)")
     lines += ["", "_Generated by `python -m experiments.report --docs` from the runs' results.json; do not edit._", ""]

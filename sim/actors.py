@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sim.accounts import Account, Network
 from sim.clock import Clock
-from sim.tasks import Problem, Suite, final_answer
+from sim.tasks import Problem, Suite, final_answer, shows_reasoning
 
 
 @dataclass
@@ -35,7 +35,7 @@ def served_well(suite: Suite, ask: Ask, text: str) -> bool:
     for, the reasoning was shown (a hidden or truncated rationale does not serve the user)."""
     if not suite.grade(ask.problem, text):
         return False
-    return not ask.explain or ask.problem.rationale in text
+    return not ask.explain or shows_reasoning(ask.problem, text)
 
 
 def answer_of(exchange) -> str:

@@ -32,8 +32,10 @@ DROPS = ("none", "inconsistent", "low_confidence")
 
 
 def rules_paraphrase(response: str) -> str:
-    """The rationale in the attacker's notation; the final answer untouched."""
-    steps, answer = split(response)
+    """The rationale's steps in the attacker's notation (the teacher's voice dropped); the final
+    answer untouched."""
+    words, answer = split(response)
+    steps = [w for w in words if "=" in w]
     if not steps:
         return response
     return ";".join(s.replace("=", ":") for s in steps) + ";" + ANSWER_MARK + answer
@@ -41,7 +43,8 @@ def rules_paraphrase(response: str) -> str:
 
 def consistent(response: str) -> bool:
     """The final answer is what the last step arrives at (its text after the last `=`)."""
-    steps, answer = split(response)
+    words, answer = split(response)
+    steps = [w for w in words if "=" in w]
     if not steps:
         return True
     return steps[-1].rsplit("=", 1)[-1].endswith(answer.strip())

@@ -153,9 +153,9 @@ def fidelity(teacher_rows: list[dict], student_rows: list[dict]) -> float:
 
 
 def kb_coverage(suite: Suite, queried) -> float:
-    """Fraction of the facts the held-out kb problems depend on that some queried problem also
-    depends on (asked directly, or as a hop of a multi-hop question): what the attacker asked."""
-    needed = {f for p in suite.eval_set for f in p.facts}
+    """Fraction of the private facts the held-out kb problems depend on that some queried problem
+    also depends on (asked directly, or as a hop of a multi-hop question): what the attacker asked."""
+    needed = {f for p in suite.eval_set if p.private for f in p.facts}
     asked = {f for p in queried for f in p.facts}
     return mean(f in asked for f in needed) if needed else float("nan")
 

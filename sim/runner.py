@@ -101,8 +101,13 @@ class World:
     """Every component of a run, built and validated from the config before any compute."""
 
     def __init__(self, cfg: DictConfig):
-        if not isinstance(cfg.seed, int) or cfg.seed < 0:
-            raise ValueError(f"seed={cfg.seed!r} must be a non-negative integer")
+        self.seeds = {"world": cfg.seed, "attacker": cfg.seed, "student": cfg.seed, **dict(cfg.get("seeds") or {})}
+        for name, value in [("seed", cfg.seed), *((f"seeds.{k}", v) for k, v in self.seeds.items())]:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative integer")
+        self.boundary = float(cfg.get("metrics", {}).get("boundary", 0.5))
+        if not 0 <= self.boundary <= 1:
+            raise ValueError(f"metrics.boundary={self.boundary!r} must be in [0, 1]")
         self.suite = build(cfg.tasks)
         self.teacher_spec = build(cfg.teacher)
         self.student_spec = build(cfg.student)
@@ -113,9 +118,9 @@ class World:
         self.gateway_cfg = dict(cfg.gateway)
         Gateway(None, self.stack, **self.gateway_cfg)  # validates the gateway's values
         # binding checks every skill the actors ask for and lays out their infrastructure
-        network = Network(cfg.seed)
-        for actor in (self.users, self.attacker):
-            actor.bind(self.suite, self.clock, network, cfg.seed, users=self.users)
+        network = Network(self.seeds["world"])
+        for actor, stream in ((self.users, "world"), (self.attacker, "attacker")):
+            actor.bind(self.suite, self.clock, network, self.seeds[stream], users=self.users)
 
 
 def attacker_metrics(attacker, traffic) -> dict:
@@ -162,7 +167,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
 
     # the clock: each tick every actor emits requests and the gateway serves them in one batch
     t = time.perf_counter()
-    gateway = Gateway(teacher, world.stack, seed=int(cfg.seed), **world.gateway_cfg)
+    gateway = Gateway(teacher, world.stack, seed=world.seeds["world"], **world.gateway_cfg)
     attacker, users = world.attacker, world.users
     traffic = simulate([users, attacker], gateway, world.suite, world.clock, progress=progress)
     timings["traffic_s"] = time.perf_counter() - t
@@ -183,11 +188,14 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
 
     # the student: evaluated before (base) and after distillation on the same held-out set
     t = time.perf_counter()
-    student = world.student_spec.build(seed=cfg.seed, suite=world.suite, cache_dir=cache, log=log)
+    student = world.student_spec.build(seed=world.seeds["student"], suite=world.suite, cache_dir=cache, log=log)
     base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
     with opened(build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False) as logger:
-        log(f"student: {student.num_parameters():,} parameters, {world.student_spec.steps} steps on the harvest")
-        student, train_stats = world.student_spec.distill(student, train_set, seed=cfg.seed, logger=logger)
+        log(f"student: {student.num_parameters():,} parameters, up to {world.student_spec.steps} steps on the harvest")
+        student, train_stats = world.student_spec.distill(student, train_set, seed=world.seeds["student"],
+                                                          logger=logger, suite=world.suite)
+        log(f"student: {train_stats['steps']} steps in {train_stats['seconds']:.0f} s "
+            f"(best validation loss at step {train_stats.get('best_step', '-')})")
         timings["student_train_s"] = train_stats["seconds"]
         student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
         timings["student_s"] = time.perf_counter() - t
@@ -195,7 +203,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
                  **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest])}
 
         results = {
-            **metrics.transfer(teacher_rows, student_rows, base_rows),
+            **metrics.transfer(teacher_rows, student_rows, base_rows, boundary=world.boundary),
             "fidelity": metrics.fidelity(teacher_rows, student_rows),
             **audit,
             "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
@@ -207,6 +215,8 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
             "teacher/hash": card["hash"],
             "student/params": student.num_parameters(),
             "student/trainable_params": train_stats["trainable_params"],
+            "student/steps": train_stats["steps"],
+            **{f"seeds/{k}": v for k, v in world.seeds.items()},
             "teacher/params": teacher.num_parameters(),
             "seed": int(cfg.seed),
             "git/commit": git_commit(),
@@ -216,9 +226,10 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
         }
         import pandas as pd
 
-        rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "prompt", "answer"]]
+        rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "private", "prompt", "answer"]]
         rows["teacher"], rows["student"] = [r["text"] for r in teacher_rows], [r["text"] for r in student_rows]
         rows["teacher_ok"], rows["student_ok"] = [r["correct"] for r in teacher_rows], [r["correct"] for r in student_rows]
+        rows["base"], rows["base_ok"] = [r["text"] for r in base_rows], [r["correct"] for r in base_rows]
         rows.to_csv(out / "eval.csv", index=False)
         write_json(out / "teacher_card.json", card)
         timings["total_s"] = time.perf_counter() - t0

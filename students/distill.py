@@ -17,15 +17,18 @@ The loss functions are pure (tensors in, a scalar out) and unit-tested.
 from __future__ import annotations
 
 import math
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset
 
 from sim.tasks.base import ANSWER_MARK
 from teachers.lm import CharLM
-from teachers.train import CausalLMModule, fit
+from teachers.train import CausalLMModule
 from teachers.vocab import EOS, PAD
 
 TARGETS = ("visible", "answer")
@@ -137,31 +140,134 @@ def collate(examples: list[dict]) -> dict:
 
 
 class DistillModule(CausalLMModule):
-    """The teacher's module (optimiser and schedule) with the recipe's loss."""
+    """The teacher's module (optimiser and schedule) with the recipe's loss, and the same loss
+    on a validation split of the harvest (`val/loss`, for early stopping)."""
 
     def __init__(self, model, recipe: Recipe, lr: float, max_steps: int):
         super().__init__(model, lr=lr, max_steps=max_steps)
         self.recipe = recipe
+        self.useful_tokens = 0  # non-padding tokens
 
-    def training_step(self, batch, batch_idx):
+    def loss(self, batch):
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = sft_loss(logits, batch["labels"], batch["weights"])
         if self.recipe.kd_alpha > 0:
             kd = topk_kd_loss(logits, batch["top_ids"], batch["top_lp"], batch["top_mask"],
                               self.recipe.kd_temperature)
-            self.log("train/kd", kd, on_step=True, batch_size=logits.shape[0])
             loss = loss + self.recipe.kd_alpha * kd
-        self.tokens_seen += int(batch["attention_mask"].sum())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=logits.shape[0])
         return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.tokens_seen += batch["attention_mask"].numel()
+        self.useful_tokens += int(batch["attention_mask"].sum())
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.loss(batch), on_epoch=True, batch_size=batch["input_ids"].shape[0])
+
+
+class Batches(IterableDataset):
+    """Length-bucketed batches of the harvest, mixed with public replay.
+
+    Each pass over `examples` is shuffled (seeded), cut into pools of `pool` batches, each pool
+    sorted by length and cut into batches, so a batch pads to its own length; each batch then
+    takes `n_replay` fresh public exchanges from `replay` (the attacker's own data, against
+    forgetting what the base knew), and the batches of a pool are shuffled."""
+
+    def __init__(self, examples: list[dict], n_harvest: int, seed: int, replay=None, n_replay: int = 0,
+                 pool: int = 16):
+        self.examples, self.n_harvest, self.seed = examples, n_harvest, seed
+        self.replay, self.n_replay, self.pool = replay, n_replay if replay is not None else 0, pool
+
+    def __iter__(self):
+        rng = random.Random(f"batches-{self.seed}")
+        epoch = 0
+        while True:
+            order = list(range(len(self.examples)))
+            random.Random(f"epoch-{self.seed}-{epoch}").shuffle(order)
+            step = self.n_harvest * self.pool
+            for i in range(0, len(order), step):
+                chunk = sorted((self.examples[j] for j in order[i : i + step]), key=lambda e: len(e["ids"]))
+                batches = [chunk[k : k + self.n_harvest] for k in range(0, len(chunk), self.n_harvest)]
+                rng.shuffle(batches)
+                for b in batches:
+                    extra = [self.replay(rng) for _ in range(self.n_replay)]
+                    yield b + sorted(extra, key=lambda e: len(e["ids"]))
+            epoch += 1
+
+
+class BestWeights(L.Callback):
+    """Keeps the weights of the lowest validation loss in memory and restores them at the end
+    (the best checkpoint, without writing one)."""
+
+    def __init__(self):
+        self.best, self.state, self.best_step = math.inf, None, 0
+
+    def on_validation_end(self, trainer, pl_module):
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and float(loss) < self.best:
+            self.best, self.best_step = float(loss), trainer.global_step
+            self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+    def on_train_end(self, trainer, pl_module):
+        if self.state is not None:
+            pl_module.model.load_state_dict(self.state)
 
 
 def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size: int, lr: float, seed: int,
-          logger=False) -> dict:
-    """`steps` optimiser steps on shuffled `examples`; deterministic on CPU for a seed."""
-    return fit(model, examples, steps=steps, batch_size=min(batch_size, len(examples)), lr=lr, seed=seed,
-               logger=logger, shuffle=True, module=DistillModule(model, recipe, lr=lr, max_steps=steps),
-               collate_fn=collate)
+          logger=False, val: list[dict] = (), val_every: int = 100, patience: int = 3, replay=None,
+          replay_share: float = 0.0) -> dict:
+    """Up to `steps` optimiser steps on length-bucketed batches of `examples` (a share
+    `replay_share` of each batch drawn from `replay(rng) -> example`); with a validation split
+    `val`, `val/loss` every `val_every` steps, early stopping after `patience` checks without a
+    new best, and the best weights kept. Deterministic on CPU for a seed."""
+    import time
+
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    n_replay = int(round(batch_size * replay_share)) if replay is not None else 0
+    n_harvest = max(1, min(batch_size - n_replay, len(examples)))
+    loader = DataLoader(Batches(examples, n_harvest, seed, replay, n_replay), batch_size=None, collate_fn=collate,
+                        num_workers=0)
+    module = DistillModule(model, recipe, lr=lr, max_steps=steps)
+    callbacks, val_loader = [], None
+    if val:
+        val_loader = DataLoader(sorted(val, key=lambda e: len(e["ids"])), batch_size=batch_size, collate_fn=collate)
+        best = BestWeights()
+        callbacks = [EarlyStopping("val/loss", patience=patience, mode="min", check_finite=False), best]
+    trainer = L.Trainer(
+        max_steps=steps, max_epochs=-1, accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
+        deterministic=True, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=max(1, min(50, steps // 10)), gradient_clip_val=1.0,
+        callbacks=callbacks, val_check_interval=min(val_every, steps) if val else None,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, limit_val_batches=1.0 if val else 0)
+    model.train()
+    t0 = time.perf_counter()
+    trainer.fit(module, loader, val_loader)
+    model.eval()
+    seconds = time.perf_counter() - t0
+    loss = trainer.callback_metrics.get("train/loss")
+    return {"steps": trainer.global_step, "max_steps": steps, "tokens": module.tokens_seen,
+            "useful_tokens": module.useful_tokens, "seconds": seconds,
+            "tokens_per_s": module.useful_tokens / max(seconds, 1e-9),
+            "padding_share": 1 - module.useful_tokens / max(module.tokens_seen, 1),
+            "final_loss": float(loss) if loss is not None else float("nan"),
+            "best_val_loss": best.best if val else float("nan"), "best_step": best.best_step if val else steps}
+
+
+def split_by_prompt(requests: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, validation) row indices: `fraction` of the distinct requests (and every row that
+    asked one) held out, so that no validation prompt was trained on (a harvest repeats
+    prompts: a row-level split would validate on training data)."""
+    distinct = sorted(set(requests))
+    random.Random(f"val-{seed}").shuffle(distinct)
+    held = set(distinct[: int(len(distinct) * fraction)])
+    train_idx = [i for i, r in enumerate(requests) if r not in held]
+    val_idx = [i for i, r in enumerate(requests) if r in held]
+    return train_idx, val_idx
 
 
 @dataclass
@@ -172,15 +278,27 @@ class Student(ABC):
     n_embd: int = 96
     n_head: int = 4
     n_positions: int = 160
-    steps: int = 600
+    steps: int = 1200  # the cap on optimiser steps
+    epochs: float = 15.0  # passes over the harvest's training split, up to `steps`
+    min_steps: int = 100
     batch_size: int = 64
     lr: float = 3e-3
+    replay: float = 0.25  # share of each batch of fresh public data (against forgetting)
+    val_fraction: float = 0.1  # distinct prompts of the harvest held out for early stopping
+    val_every: int = 100
+    patience: int = 3
     recipe: Recipe = field(default_factory=Recipe)
 
     def __post_init__(self):
-        for name in ("n_layer", "n_embd", "n_head", "n_positions", "steps", "batch_size"):
+        for name in ("n_layer", "n_embd", "n_head", "n_positions", "steps", "batch_size", "min_steps", "val_every",
+                     "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"student.{name}={getattr(self, name)} must be >= 1")
+        if not self.epochs > 0:
+            raise ValueError(f"student.epochs={self.epochs!r} must be > 0")
+        for name in ("replay", "val_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"student.{name}={getattr(self, name)!r} must be in [0, 1)")
         if self.n_embd % self.n_head:
             raise ValueError(f"student.n_embd={self.n_embd} must be divisible by student.n_head={self.n_head}")
         if not self.lr > 0:
@@ -200,9 +318,23 @@ class Student(ABC):
         """Undo `prepare` after training (merge adapters) so evaluation runs a plain model."""
         return student
 
-    def distill(self, student: CharLM, harvest, seed: int, logger=False) -> tuple[CharLM, dict]:
+    def public_data(self, suite):
+        """`draw(rng) -> (request, response)`: the public data the attacker makes itself (replay)."""
+        from students.base import AttackerBase
+
+        return AttackerBase().sampler(suite)
+
+    def schedule(self, n_train: int) -> int:
+        """Optimiser steps for a training split of `n_train` exchanges: `epochs` passes over it
+        (at the harvest's share of each batch), between `min_steps` and the cap `steps`."""
+        per_batch = max(1, self.batch_size - int(round(self.batch_size * self.replay)))
+        return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs * n_train / per_batch))))
+
+    def distill(self, student: CharLM, harvest, seed: int, logger=False, suite=None) -> tuple[CharLM, dict]:
         """Fit `student` on a harvest (a datasets.Dataset with request/response columns, and
-        top_tokens/top_logprobs when the API exposed them). Returns the trained student (a
+        top_tokens/top_logprobs when the API exposed them): a validation split by distinct
+        prompt, early stopping on it with the best weights kept, steps that scale with the
+        harvest, public replay from `suite` (none without one). Returns the trained student (a
         plain model again) and training statistics."""
         student = self.prepare(student)
         trainable = sum(p.numel() for p in student.model.parameters() if p.requires_grad)
@@ -214,6 +346,16 @@ class Student(ABC):
             logprobs = harvest["top_logprobs"] if "top_logprobs" in cols else [None] * len(harvest)
             examples = [clip(self.recipe.example(student.tok, r, s, t, lp), student.n_positions)
                         for r, s, t, lp in zip(harvest["request"], harvest["response"], tokens, logprobs)]
-            stats = train(student.model, examples, self.recipe, steps=self.steps, batch_size=self.batch_size,
-                          lr=self.lr, seed=seed, logger=logger)
+            train_idx, val_idx = split_by_prompt(harvest["request"], self.val_fraction, seed)
+            if len(val_idx) < 8 or not train_idx:  # too few distinct prompts to validate on
+                train_idx, val_idx = list(range(len(examples))), []
+            replay = None
+            if suite is not None and self.replay > 0:
+                draw, plain = self.public_data(suite), Recipe()
+                replay = lambda rng: clip(plain.example(student.tok, *draw(rng)), student.n_positions)  # noqa: E731
+            stats = train(student.model, [examples[i] for i in train_idx], self.recipe,
+                          steps=self.schedule(len(train_idx)), batch_size=self.batch_size, lr=self.lr, seed=seed,
+                          logger=logger, val=[examples[i] for i in val_idx], val_every=self.val_every,
+                          patience=self.patience, replay=replay, replay_share=self.replay)
+            stats.update(train_exchanges=len(train_idx), val_exchanges=len(val_idx))
         return self.finish(student), {**stats, "trainable_params": trainable}

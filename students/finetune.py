@@ -30,3 +30,6 @@ class Finetune(Student):
         lm, card = self.base.load(suite, cache_dir, log=log)
         self.base_card = card
         return lm
+
+    def public_data(self, suite):
+        return self.base.sampler(suite)

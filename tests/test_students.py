@@ -98,36 +98,35 @@ def test_finetune_starts_from_the_cached_attacker_base(make_cfg, teacher_cache):
     assert len(logs) <= 1  # pretrained once, then read from the cache
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
     card = world.student_spec.base_card
-    assert card["config"]["kind"] == "attacker_base" and card["config"]["public_world_seed"] != 0
+    assert card["config"]["kind"] == "attacker_base" and "private" in card
 
 
-def test_the_base_never_sees_private_facts_or_held_out_prompts(make_cfg):
+def test_the_base_never_sees_private_cells_facts_or_held_out_prompts(make_cfg):
     import random
 
     world = World(make_cfg("student=finetune"))
     base = world.student_spec.base
-    _, private_names = base.public_kb(world.suite)
+    private_names = set(world.suite.skills["kb"].world)
     draw, rng = base.sampler(world.suite), random.Random(0)
-    kb_seen = 0
+    kb_seen, hard = 0, 0
     for _ in range(3000):
         request, response = draw(rng)
         prompt = request.removeprefix("why ")
         assert prompt not in world.suite.eval_prompts
+        assert not {"zap", "odd", "cargo"} & set(prompt.split()) and "/" not in prompt, prompt
         if prompt.startswith("kb "):
             kb_seen += 1
             subjects = {f.split(".")[0] for f in response.split("#")[0].split()}
             assert prompt.split()[1] not in private_names and not subjects & private_names
-            assert len(prompt.split()) - 2 <= base.max_difficulty
-    assert kb_seen > 100
+            hard += len(prompt.split()) - 2 >= 4  # every difficulty is public
+        elif request == "doc":
+            assert not {f.split(".")[0] for f in response.split()} & private_names
+    assert kb_seen > 100 and hard > 10
 
 
 def test_lora_rejects_a_module_gpt2_does_not_have(make_cfg):
     with pytest.raises(ValueError, match="target_modules"):
         World(make_cfg("student=lora", "student.target_modules=[q_proj]"))
-    with pytest.raises(ValueError, match="public_world_seed=0"):
-        from students.base import AttackerBase
-
-        AttackerBase(public_world_seed=0).public_kb(World(make_cfg()).suite)
 
 
 def test_a_local_hf_checkpoint_serves_as_teacher_base_and_student(make_cfg, hf_checkpoint, tmp_path):
