@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 ARGS    ?=
 
-.PHONY: run test teacher report clean
+.PHONY: run test teacher base report clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -21,6 +21,10 @@ test: $(STAMP)
 # retrain the default (scale=small) teacher and ship it in teachers/shipped/
 teacher: $(STAMP)
 	$(PY) -m teachers.make $(ARGS)
+
+# retrain the public base model every attacker starts from and ship it in students/shipped/
+base: $(STAMP)
+	$(PY) -m teachers.make base $(ARGS)
 
 clean:
 	rm -rf runs multirun outputs .cache

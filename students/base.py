@@ -2,7 +2,8 @@
 
 Student-sized, and trained only on what is public: every skill's public procedures at every
 difficulty (copying, scanning, one- and two-digit operations, the string programs, the tool-call
-syntax, table reading), with worked rationales in the plain voice, and the records and
+syntax, table reading), with worked rationales in its own voice (`voice`: other words than the
+teacher's, so a student's phrasing says whose outputs it learned from), and the records and
 questions of the *public* knowledge world. It has never seen a private cell (the teacher's
 private operator, operation, query, tool schema or world), so it sits near chance there: what
 a student gains on the private cells is what distillation moved (`transfer/net`).
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sim.tasks import Suite
+from sim.tasks import Suite, Voice
 from teachers.lm import CharLM
 from teachers.train import StreamDataset, fit
 from teachers.vocab import build_gpt
@@ -29,7 +31,7 @@ SHIPPED_BASE = Path(__file__).resolve().parent / "shipped"
 
 @dataclass
 class AttackerBase:
-    steps: int = 4000
+    steps: int = 8000
     batch_size: int = 64
     lr: float = 3e-3
     explain_rate: float = 0.7
@@ -38,12 +40,18 @@ class AttackerBase:
     max_new_tokens: int = 128
     path: str | None = None  # a local checkpoint to use instead of pretraining
     # the shape, set by the student that starts from this base
-    n_layer: int = 2
+    n_layer: int = 3
     n_embd: int = 96
     n_head: int = 4
     n_positions: int = 192
+    voice: Mapping = field(default_factory=dict)  # {open, connect, close}: word lists (sim.tasks.Voice)
 
     def __post_init__(self):
+        try:
+            self._voice = Voice(**{k: tuple(v) for k, v in dict(self.voice).items()})
+        except TypeError as e:
+            raise ValueError(f"student.base.voice={dict(self.voice)!r}: {e}") from None
+        self.voice = {k: list(getattr(self._voice, k)) for k in ("open", "connect", "close")}
         for name in ("steps", "batch_size", "max_new_tokens", "n_layer", "n_embd", "n_head", "n_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"student.base.{name}={getattr(self, name)} must be >= 1")
@@ -60,8 +68,9 @@ class AttackerBase:
         return {"kind": "attacker_base", "code": code, **asdict(self)}
 
     def sampler(self, suite: Suite):
-        """`draw(rng) -> (request, response)`: public cells and public records only, plain voice.
-        The attacker can make as much of this as it likes (public replay while distilling)."""
+        """`draw(rng) -> (request, response)`: public cells and public records only, in the
+        base's voice. The attacker can make as much of this as it likes (public replay while
+        distilling)."""
 
         def draw(rng: random.Random) -> tuple[str, str]:
             if self.corpus_rate and rng.random() < self.corpus_rate:
@@ -70,7 +79,7 @@ class AttackerBase:
                     return rng.choice(docs)
             p = suite.sample(rng, private=False)
             explain = rng.random() < self.explain_rate
-            return p.request(explain), p.response(explain)
+            return p.request(explain), p.response(explain, self._voice, rng)
 
         return draw
 

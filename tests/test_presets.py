@@ -30,7 +30,7 @@ def test_the_issue_presets_exist():
 def test_preset_runs_at_tiny_scale_and_its_page_is_generated(name, make_cfg, tmp_path):
     cfg = make_cfg(f"experiment={name}", *first_point(name))
     res = sim.run(cfg, tmp_path / "run")
-    assert "transfer/mean" in res and res["choice/experiment"] == name
+    assert "transfer/net" in res and res["choice/experiment"] == name
     pages = report.write_docs([tmp_path / "run"], tmp_path / "docs")
     page = (tmp_path / "docs" / f"{name}.md").read_text()
     spec = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS / f"{name}.yaml"))["preset"]
@@ -38,14 +38,36 @@ def test_preset_runs_at_tiny_scale_and_its_page_is_generated(name, make_cfg, tmp
     assert page.count("\n- **") == len(spec["check"])  # one verdict line per check
 
 
-def test_verdicts_hold_fail_and_cannot_tell():
+def test_paired_verdicts_hold_do_not_hold_or_are_inconclusive():
+    # five paired seeds: none beats poison by 0.2 +- 0.01 on every seed; passive is none minus 0.01
+    seeds = [0, 1, 2, 3, 4]
+    none = [0.30, 0.35, 0.25, 0.40, 0.31]
+    df = pd.DataFrame({"choice/defense": ["none"] * 5 + ["poison"] * 5 + ["passive"] * 5 + ["noisy"] * 5,
+                       "seeds/world": seeds * 4, "seeds/student": seeds * 4,
+                       "transfer/net": none + [v - 0.2 + 0.01 * (i % 2) for i, v in enumerate(none)]
+                       + [v - 0.01 for v in none] + [v + d for v, d in zip(none, [0.1, -0.1, 0.05, -0.08, 0.0])]})
+    held, text = report.verdict(df, {"metric": "transfer/net", "higher": {"defense": "none"}, "than": {"defense": "poison"}})
+    assert held is True and "95% CI" in text and "n = 5" in text
+    assert report.verdict(df, {"metric": "transfer/net", "higher": {"defense": "poison"}, "than": {"defense": "none"}})[0] is False
+    # the seeds' spread (0.25-0.40) is far larger than the effect: only pairing makes it visible
+    assert report.verdict(df, {"metric": "transfer/net", "higher": {"defense": "none"}, "than": {"defense": "passive"}})[0] is True
+    assert report.verdict(df, {"metric": "transfer/net", "close": {"defense": "passive"}, "to": {"defense": "none"},
+                               "within": 0.05})[0] is True
+    assert report.verdict(df, {"metric": "transfer/net", "close": {"defense": "poison"}, "to": {"defense": "none"},
+                               "within": 0.05})[0] is False
+    assert report.verdict(df, {"metric": "transfer/net", "higher": {"defense": "noisy"}, "than": {"defense": "none"}})[0] is None
+    assert report.verdict(df, {"metric": "transfer/net", "where": {"defense": "poison"}, "below": 0.3})[0] is True
+    assert report.verdict(df, {"metric": "transfer/net", "where": {"defense": "poison"}, "below": 0.2})[0] is None
+    assert report.verdict(df, {"metric": "transfer/net", "where": {"defense": "none"}, "below": 0.2})[0] is False
+
+
+def test_verdicts_of_means_and_too_few_runs():
     df = pd.DataFrame({"choice/defense": ["none", "none", "poison", "passive"], "config/seed": [0, 1, 0, 0],
+                       "seed": [0, 1, 0, 0],
                        "transfer/mean": [0.30, 0.32, 0.10, 0.29], "transfer/arith": [0.4, 0.4, 0.1, 0.35],
                        "transfer/tool": [0.2, 0.2, 0.18, 0.2]})
     held, text = report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "none"}, "than": {"defense": "poison"}})
-    assert held is True and "0.310" in text and "+0.210" in text
-    assert report.verdict(df, {"metric": "transfer/mean", "close": {"defense": "passive"}, "to": {"defense": "none"},
-                               "within": 0.005})[0] is False
+    assert held is None and "n = 1" in text  # one paired seed: no interval, no verdict
     assert report.verdict(df, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
                                "to": {"defense": "poison"}})[0] is True
     # both rising is no drop, even when the other rises more
@@ -53,7 +75,6 @@ def test_verdicts_hold_fail_and_cannot_tell():
                          "transfer/tool": [0.022, 0.055]})
     assert report.verdict(rise, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
                                  "to": {"defense": "shaping"}})[0] is False
-    assert report.verdict(df, {"metric": "transfer/mean", "where": {"defense": "poison"}, "below": 0.2})[0] is True
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "poison"}, "from": {"defense": "none"}})[0] is True
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},

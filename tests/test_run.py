@@ -13,8 +13,9 @@ from experiments import report
 from sim.runner import World
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ("transfer/mean", "transfer/net", "fidelity", "teacher/acc", "student/acc", "attacker/queries",
-           "transfer/arith", "transfer/trace", "transfer/tool", "transfer/table", "transfer/kb", "coverage/kb")
+METRICS = ("transfer/net", "fidelity", "teacher/private_acc", "student/private_acc", "base/private_acc",
+           "student/public_acc", "boundary/cells", "attacker/queries", "coverage/kb", "seeds/world", "seeds/attacker",
+           "seeds/student", "student/steps")
 
 
 def test_run_writes_every_metric_and_its_files(make_cfg, tmp_path):
@@ -86,28 +87,31 @@ def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache
     assert len(list(sweep.rglob("results.json"))) == 4
     # the callback wrote the sweep's report when it ended
     assert {p.name for p in sweep.glob("report.*")} >= {"report.md", "report.tex", "report.csv"}
-    assert "transfer/mean" in (sweep / "report.md").read_text() and r"\toprule" in (sweep / "report.tex").read_text()
+    assert "transfer/net" in (sweep / "report.md").read_text() and r"\toprule" in (sweep / "report.tex").read_text()
     df = report.load([sweep])
     table = report.summarise(df)
     assert list(table["attacker.queries"]) == [16, 32] and list(table["n"]) == [2, 2]
     md = report.table([sweep])
     header, _, *rows = md.splitlines()
-    assert "transfer/mean ↑" in header and "fidelity ↑" in header and len(rows) == 2
+    assert "transfer/net ↑" in header and "fidelity ↑" in header and len(rows) == 2
     assert "attacker/queries" not in header  # a metric that only echoes the grouping key is dropped
     out = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), "--out", str(tmp_path / "t.md")],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and (tmp_path / "t.md").read_text().strip() in out.stdout
 
 
-def test_report_mean_and_std_over_seeds(tmp_path):
+def test_report_mean_and_95_ci_over_seeds(tmp_path):
     for i, (q, seed, t) in enumerate([(10, 0, 0.2), (10, 1, 0.4), (20, 0, 0.6)]):
         d = tmp_path / str(i)
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({"transfer/mean": t, "seed": seed, "config/seed": seed,
-                                                    "config/attacker.queries": q}))
+        (d / "results.json").write_text(json.dumps({"transfer/net": t, "seed": seed, "config/seed": seed,
+                                                    "config/seeds.student": seed, "config/attacker.queries": q}))
     s = report.summarise(report.load([tmp_path]))
     assert list(s["attacker.queries"]) == [10, 20] and list(s["n"]) == [2, 1]
-    assert s["transfer/mean ↑"].tolist() == ["0.300 ± 0.141", "0.600"]
+    # n = 2: the t quantile 12.706 x std 0.1414 / sqrt(2) = 1.271
+    assert s["transfer/net ↑"].tolist() == ["0.300 ± 1.271", "0.600"]
+    m, half, n = report.ci([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert n == 5 and m == pytest.approx(0.3) and half == pytest.approx(2.776 * 0.1581 / 5 ** 0.5, rel=1e-3)
 
 
 def test_a_run_with_no_traffic_still_writes_every_metric(make_cfg, tmp_path):
@@ -122,14 +126,14 @@ def test_report_writes_latex_csv_and_a_pareto_plot(tmp_path):
                                                             ("full", 0, 0.05, 0.90), ("poison", 0, 0.20, 0.80)]):
         d = tmp_path / "runs" / str(i)
         d.mkdir(parents=True)
-        (d / "results.json").write_text(json.dumps({"transfer/mean": transfer, "utility/relative": utility,
+        (d / "results.json").write_text(json.dumps({"transfer/net": transfer, "utility/relative": utility,
                                                     "seed": seed, "choice/defense": defense,
                                                     "config/seed": seed}))
     written = report.write([tmp_path / "runs"], tmp_path / "out" / "t.md", by=["choice/defense"])
     assert sorted(p.suffix for p in written) == [".csv", ".md", ".png", ".tex"]
     csv = __import__("pandas").read_csv(tmp_path / "out" / "t.csv")
     assert list(csv["defense"]) == ["full", "none", "poison"] and list(csv["n"]) == [1, 2, 1]
-    assert csv.loc[1, "transfer/mean/mean"] == pytest.approx(0.31)
+    assert csv.loc[1, "transfer/net/mean"] == pytest.approx(0.31) and csv.loc[1, "transfer/net/ci95"] > 0
     assert (tmp_path / "out" / "t.png").read_bytes()[:4] == b"\x89PNG"
     # poison is beaten by full on both axes: not on the defender's frontier
     assert report.frontier([(1.0, 0.31), (0.9, 0.05), (0.8, 0.2)]) == [(1.0, 0.31), (0.9, 0.05)]

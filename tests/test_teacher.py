@@ -1,11 +1,13 @@
-"""The shipped default teacher: current (hash matches the config and training code), and its
-card meets the bar of the foundation issue."""
+"""The shipped default teacher and public base: current (hashes match the config and training
+code), and their cards show the capability to steal (teacher high, base near chance on the
+private cells) and the public procedures the base starts from."""
 
 import json
 
 import pytest
 
 from sim.runner import World
+from students.base import SHIPPED_BASE
 from teachers import SHIPPED, load, teacher_hash
 
 
@@ -21,6 +23,34 @@ def test_shipped_teacher_matches_the_current_config_and_code(make_cfg, shipped_c
     current = teacher_hash(world.teacher_spec, world.suite)
     assert shipped_card["hash"] == current, (
         f"teachers/shipped is stale (hash {shipped_card['hash']}, config+code now {current}): run `make teacher`")
+
+
+@pytest.fixture(scope="module")
+def base_card():
+    card = SHIPPED_BASE / "card.json"
+    assert card.exists(), "no shipped base: run `make base`"
+    return json.loads(card.read_text())
+
+
+def test_shipped_base_matches_the_current_config_and_code(make_cfg, base_card):
+    world = World(make_cfg("student=finetune", scale="small"))
+    current = teacher_hash(world.student_spec.base, world.suite)
+    assert base_card["hash"] == current, (
+        f"students/shipped is stale (hash {base_card['hash']}, config+code now {current}): run `make base`")
+
+
+def mean_of(grid, difficulties=("1", "2", "3", "4", "5")):
+    cells = [by_d[d] for by_d in grid.values() for d in difficulties]
+    return sum(cells) / len(cells)
+
+
+def test_the_private_cells_are_the_teachers_and_not_the_bases(shipped_card, base_card):
+    # the capability to steal: the teacher well above the base on every private skill at d1-2,
+    # the base near chance on every private cell
+    teacher, base = shipped_card["private"]["explain"], base_card["private"]["explain"]
+    for skill in teacher:
+        assert mean_of({skill: teacher[skill]}, ("1", "2")) > mean_of({skill: base[skill]}, ("1", "2")) + 0.5, skill
+    assert mean_of(base) < 0.15
 
 
 def test_shipped_teacher_card_meets_the_bar(shipped_card):
@@ -45,5 +75,6 @@ def test_a_tiny_teacher_is_trained_once_then_loaded_from_cache(make_cfg, teacher
     lm1, card1 = load(world.teacher_spec, world.suite, teacher_cache, log=logs.append)
     lm2, card2 = load(world.teacher_spec, world.suite, teacher_cache, log=logs.append)
     assert card1 == card2 and sum(line.startswith("training") for line in logs) <= 1  # trained at most once
-    assert set(card1["explain"]) == set(world.suite.skills)
+    assert set(card1["explain"]) == set(card1["private"]["explain"]) == set(world.suite.skills)
     assert all(len(by_d) == 5 for by_d in card1["explain"].values())
+    assert set(card1["entropy"]) <= {"voice", "step", "answer"} and card1["entropy"]["answer"] >= 0

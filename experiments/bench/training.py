@@ -1,11 +1,20 @@
-"""Student training throughput, measured side by side in one process (a ratio, not a timed test).
+"""Student training throughput, measured side by side in one process (ratios, not timed tests).
 
-    python -m experiments.bench.training
+    python -m experiments.bench.training [--steps 150 --threads 2 --reps 3]
 
-The distillation module (`students.distill.train`: Lightning, the recipe's weighted loss)
-against a plain PyTorch loop (AdamW, the model's own loss) on the same student shape, the
-same exchanges and the same number of steps. A ratio near 1 means the framework costs
-nothing measurable.
+On the default student shape and a harvest of the teacher's format (explained answers in its
+voice, every skill, public and private cells), three numbers:
+
+- **useful tokens/s** of `students.distill.train` (Lightning, the recipe's weighted loss,
+  length-bucketed batches): non-padding tokens trained per second;
+- against the **matmul bound**: the machine's own fp32 GEMM rate measured here (a 1024³
+  product) divided by the student's training FLOPs per token (6 × its weights plus the
+  attention scores, at the batch's mean length), the rate at which perfect kernels would
+  train it;
+- against a **plain PyTorch loop** (AdamW, the same loss, the same batches): what the
+  framework costs.
+
+It also prints the share of computed tokens that are padding, bucketed and as random batches.
 """
 
 from __future__ import annotations
@@ -18,6 +27,17 @@ import sim  # noqa: F401  (offline switches)
 import torch
 
 
+def gemm_flops(seconds: float = 1.0, n: int = 1024) -> float:
+    """The machine's fp32 matmul rate (FLOP/s) on this many threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
@@ -25,60 +45,75 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=3, help="alternating runs of each; medians reported")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from hydra import compose, initialize_config_dir
+
     from sim.quiet import quiet
-    from sim.tasks import Suite
-    from sim.tasks.arith import Arith
-    from sim.tasks.kb import Kb
-    from sim.tasks.table import Table
-    from sim.tasks.tool import Tool
-    from sim.tasks.trace import Trace
-    from students.distill import Recipe, collate, train
+    from sim.runner import ROOT, World
+    from sim.tasks import Voice
+    from students.distill import Batches, Recipe, collate, sft_loss, train
     from students.scratch import Scratch
 
     quiet()
-    suite = Suite({"arith": Arith(), "trace": Trace(), "tool": Tool(), "table": Table(), "kb": Kb()}, eval_per_cell=1)
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("run", overrides=["tasks.eval_per_cell=1"])
+    suite = World(cfg).suite
+    voice = Voice(**{k: tuple(v) for k, v in cfg.teacher.voice.items()})
     rng = random.Random(0)
-    pairs = [(p.request(True), p.response(True)) for p in (suite.sample(rng) for _ in range(4096))]
-    spec = Scratch()
+    pairs = [(p.request(True), p.response(True, voice, rng)) for p in (suite.sample(rng) for _ in range(4096))]
+    spec = Scratch(**{k: cfg.student[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "batch_size", "lr")})
     recipe = Recipe()
-
     examples = [recipe.example(spec.build(seed=0).tok, r, s) for r, s in pairs]
+    B = spec.batch_size
 
-    def lightning() -> float:
+    def lightning() -> tuple[float, float]:
         a = spec.build(seed=0)
-        return train(a.model, examples, recipe, steps=args.steps, batch_size=spec.batch_size, lr=spec.lr,
-                     seed=0)["tokens_per_s"]
+        stats = train(a.model, examples, recipe, steps=args.steps, batch_size=B, lr=spec.lr, seed=0)
+        return stats["tokens_per_s"], stats["padding_share"]
 
     def plain() -> float:
         model = spec.build(seed=0).model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)
-        g = torch.Generator().manual_seed(0)
-        loader = torch.utils.data.DataLoader(examples, batch_size=spec.batch_size, shuffle=True, collate_fn=collate,
-                                             generator=g)
-        tokens, steps, t0 = 0, 0, time.perf_counter()
-        while steps < args.steps:
-            for batch in loader:
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            labels=batch["labels"])
-                opt.zero_grad()
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                tokens += int(batch["attention_mask"].sum())
-                steps += 1
-                if steps == args.steps:
-                    break
-        return tokens / (time.perf_counter() - t0)
+        batches = iter(Batches(examples, B, seed=0))
+        useful, t0 = 0, time.perf_counter()
+        for _ in range(args.steps):
+            batch = collate(next(batches))
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = sft_loss(logits, batch["labels"], batch["weights"])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            useful += int(batch["attention_mask"].sum())
+        return useful / (time.perf_counter() - t0)
 
     # alternating runs, medians: one noisy run on a shared machine moves neither number
-    runs = [(lightning(), plain()) for _ in range(args.reps)]
-    lightning_tps = sorted(r[0] for r in runs)[len(runs) // 2]
-    plain_tps = sorted(r[1] for r in runs)[len(runs) // 2]
-    print(f"student {spec.build(seed=0).num_parameters():,} parameters, {args.steps} steps of {spec.batch_size}, "
+    runs = [(*lightning(), plain()) for _ in range(args.reps)]
+    light = sorted(r[0] for r in runs)[len(runs) // 2]
+    plain_tps = sorted(r[2] for r in runs)[len(runs) // 2]
+    padding = runs[0][1]
+    shuffled = list(range(len(examples)))
+    random.Random(0).shuffle(shuffled)
+    computed = useful = 0
+    for i in range(0, len(shuffled) - B + 1, B):
+        lengths = [len(examples[j]["ids"]) for j in shuffled[i : i + B]]
+        computed, useful = computed + max(lengths) * B, useful + sum(lengths)
+    model = spec.build(seed=0).model
+    weights = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n and "wpe" not in n)
+    weights += model.config.vocab_size * model.config.n_embd  # the tied output projection
+    mean_len = sum(len(e["ids"]) for e in examples) / len(examples)
+    # per token: 6 FLOPs per weight (forward and backward), and QK^T and AV over the mean length
+    per_token = 6 * weights + 6 * 2 * model.config.n_layer * model.config.n_embd * mean_len
+    flops = gemm_flops()
+    bound = flops / per_token
+    print(f"student {spec.build(seed=0).num_parameters():,} parameters, {args.steps} steps of {B}, "
           f"{torch.get_num_threads()} threads, median of {args.reps} alternating runs each")
-    print(f"students.distill (Lightning): {lightning_tps:9,.0f} tokens/s ({' '.join(f'{r[0]:,.0f}' for r in runs)})")
-    print(f"plain PyTorch loop          : {plain_tps:9,.0f} tokens/s ({' '.join(f'{r[1]:,.0f}' for r in runs)})")
-    print(f"ratio Lightning / plain: {lightning_tps / plain_tps:.2f}")
+    print(f"padding: {padding:.1%} of computed tokens in length-bucketed batches, {1 - useful / computed:.1%} "
+          f"in random batches ({computed / useful:.2f}x the useful tokens)")
+    print(f"students.distill (Lightning): {light:9,.0f} useful tokens/s ({' '.join(f'{r[0]:,.0f}' for r in runs)})")
+    print(f"plain PyTorch loop          : {plain_tps:9,.0f} useful tokens/s ({' '.join(f'{r[2]:,.0f}' for r in runs)})")
+    print(f"matmul bound                : {bound:9,.0f} tokens/s ({flops / 1e9:.1f} GFLOP/s fp32 GEMM, "
+          f"{per_token / 1e6:.2f} MFLOP per token)")
+    print(f"ratio Lightning / plain: {light / plain_tps:.2f}; Lightning / matmul bound: {light / bound:.2f}")
 
 
 if __name__ == "__main__":
