@@ -140,8 +140,7 @@ def collate(examples: list[dict]) -> dict:
 
 
 class DistillModule(CausalLMModule):
-    """The teacher's module (optimiser and schedule) with the recipe's loss, and the same loss
-    on a validation split of the harvest (`val/loss`, for early stopping)."""
+    """The teacher's module (optimiser and schedule) with the recipe's loss."""
 
     def __init__(self, model, recipe: Recipe, lr: float, max_steps: int):
         super().__init__(model, lr=lr, max_steps=max_steps)
@@ -163,6 +162,11 @@ class DistillModule(CausalLMModule):
         self.useful_tokens += int(batch["attention_mask"].sum())
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+
+
+class ValidatedDistillModule(DistillModule):
+    """The same loss on a validation split of the harvest (`val/loss`, for early stopping)."""
 
     def validation_step(self, batch, batch_idx):
         self.log("val/loss", self.loss(batch), on_epoch=True, batch_size=batch["input_ids"].shape[0])
@@ -232,7 +236,7 @@ def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size
     n_harvest = max(1, min(batch_size - n_replay, len(examples)))
     loader = DataLoader(Batches(examples, n_harvest, seed, replay, n_replay), batch_size=None, collate_fn=collate,
                         num_workers=0)
-    module = DistillModule(model, recipe, lr=lr, max_steps=steps)
+    module = (ValidatedDistillModule if val else DistillModule)(model, recipe, lr=lr, max_steps=steps)
     callbacks, val_loader = [], None
     if val:
         val_loader = DataLoader(sorted(val, key=lambda e: len(e["ids"])), batch_size=batch_size, collate_fn=collate)

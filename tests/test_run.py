@@ -150,7 +150,7 @@ def test_loggers_get_config_and_results_and_are_closed_when_a_job_crashes(make_c
     sim.run(cfg, tmp_path, log=lambda *a: None)
     logs = tmp_path / "student_logs"
     assert "attacker.queries: 16" in (logs / "hparams.yaml").read_text()
-    assert "results/transfer/mean" in (logs / "metrics.csv").read_text().splitlines()[0]
+    assert "results/transfer/net" in (logs / "metrics.csv").read_text().splitlines()[0]
 
     class Run:
         finished = False

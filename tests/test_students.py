@@ -167,3 +167,47 @@ def test_active_selection_asks_what_its_student_is_unsure_of(make_cfg):
     assert len(chosen) == policy.per_round == 50
     share = sum(p.skill == "arith" for p, _ in chosen) / len(chosen)
     assert share < 0.5 * (1 / len(world.suite.skills)), share
+
+
+def test_validation_split_is_by_distinct_prompt():
+    from students.distill import split_by_prompt
+
+    requests = [f"q{i % 50}" for i in range(500)]  # every prompt asked ten times
+    train, val = split_by_prompt(requests, 0.1, seed=0)
+    assert sorted(train + val) == list(range(500)) and len(val) == 50
+    assert not {requests[i] for i in train} & {requests[i] for i in val}
+    assert split_by_prompt(requests, 0.1, seed=0) == (train, val) != split_by_prompt(requests, 0.1, seed=1)
+
+
+def test_batches_are_length_bucketed_and_mix_in_public_replay():
+    import random
+
+    from students.distill import Batches
+
+    rng = random.Random(0)
+    examples = [{"ids": [0] * rng.randint(5, 100), "tag": "harvest"} for _ in range(480)]
+    replay = lambda r: {"ids": [0] * 10, "tag": "replay"}  # noqa: E731
+    it = iter(Batches(examples, 12, seed=0, replay=replay, n_replay=4))
+    batches = [next(it) for _ in range(40)]  # one pass over the harvest
+    assert all(len(b) == 16 and sum(e["tag"] == "replay" for e in b) == 4 for b in batches)
+    spread = [max(len(e["ids"]) for e in b[:12]) - min(len(e["ids"]) for e in b[:12]) for b in batches]
+    assert sum(spread) / len(spread) < 15  # random batches of 12 from 5..100 spread ~75
+    seen = [id(e) for b in batches for e in b[:12]]
+    assert len(set(seen)) == 480  # each harvested exchange once per pass
+
+
+def test_steps_scale_with_the_harvest_up_to_the_cap(make_cfg):
+    spec = World(make_cfg("student=finetune", scale="small")).student_spec
+    assert spec.schedule(100) == spec.min_steps
+    assert spec.schedule(1800) == 563  # 15 passes at 48 harvested exchanges a batch
+    assert spec.schedule(100_000) == spec.steps
+
+
+def test_early_stopping_keeps_the_best_weights(make_cfg, teacher_cache):
+    world = World(make_cfg("student=finetune", "student.steps=60", "student.val_every=10", "student.patience=2",
+                           "student.min_steps=60"))
+    spec = world.student_spec
+    student = spec.build(seed=0, suite=world.suite, cache_dir=teacher_cache)
+    trained, stats = spec.distill(student, harvest_of(world, n=400), seed=0, suite=world.suite)
+    assert stats["val_exchanges"] > 0 and stats["best_step"] % 10 == 0 and stats["best_step"] <= stats["steps"]
+    assert stats["best_val_loss"] < 10 and 0 <= stats["padding_share"] < 0.5
