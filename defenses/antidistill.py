@@ -24,6 +24,7 @@ import torch
 from transformers import LogitsProcessor
 
 from defenses.base import Defense
+from sim.tasks import Voice
 from teachers.vocab import PAD, collate
 
 
@@ -44,7 +45,7 @@ class AntidistillProcessor(LogitsProcessor):
 
 class Antidistill(Defense):
     def __init__(self, suite, lam: float = 1.0, eps: float = 1e-3, proxy_layers: int = 1, proxy_embd: int = 64,
-                 proxy_steps: int = 300, downstream: int = 64, seed: int = 0):
+                 proxy_steps: int = 300, downstream: int = 64, seed: int = 0, voice=None):
         if not lam >= 0:
             raise ValueError(f"defense.antidistill.lam={lam!r} must be >= 0")
         if not eps > 0:
@@ -58,6 +59,8 @@ class Antidistill(Defense):
         self.suite, self.lam, self.eps = suite, float(lam), float(eps)
         self.proxy_layers, self.proxy_embd, self.proxy_steps = proxy_layers, proxy_embd, proxy_steps
         self.downstream, self.seed = downstream, seed
+        # the proxy speaks the teacher's voice: its gradient is taken on text like the teacher's
+        self.voice = Voice(**{k: tuple(v) for k, v in dict(voice or {}).items()})
         self._processor = None
 
     def _build(self) -> AntidistillProcessor:
@@ -67,11 +70,12 @@ class Antidistill(Defense):
         from teachers.char_gpt import CharGPT
 
         spec = CharGPT(n_layer=self.proxy_layers, n_embd=self.proxy_embd, n_head=2, steps=self.proxy_steps,
-                       batch_size=32, seed=self.seed)
+                       batch_size=32, seed=self.seed, voice={k: list(getattr(self.voice, k))
+                                                              for k in ("open", "connect", "close")})
         proxy, _ = spec.train(self.suite)
         rng = random.Random(f"antidistill-downstream-{self.seed}")
         problems = [self.suite.sample(rng) for _ in range(self.downstream)]
-        batch = collate([proxy.tok.pair_ids(p.request(True), p.response(True)) for p in problems])
+        batch = collate([proxy.tok.pair_ids(p.request(True), p.response(True, self.voice, rng)) for p in problems])
         model = proxy.model
         model.zero_grad()
         model.train()

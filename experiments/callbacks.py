@@ -1,6 +1,7 @@
 """Hydra callbacks: when a multirun ends, its table is printed and its report (Markdown,
 LaTeX, CSV, Pareto plot) is written into the sweep directory as `report.*`, from the runs'
-results.json files."""
+results.json files. A preset's sweep prints its own metrics and the verdict of each of its
+claims (paired, with the 95% CI of the difference)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,22 @@ class Report(Callback):
         self.name = name
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
         from experiments import report
 
         sweep = Path(config.hydra.sweep.dir)
         if not any(sweep.rglob("results.json")):  # every job failed: nothing to report
             return
-        print(f"\n{report.table([sweep])}{report.failed_section([sweep])}\n")
-        for path in report.write([sweep], sweep / f"{self.name}.md"):
+        metrics = OmegaConf.select(config, "preset.metrics")
+        metrics = list(metrics) if metrics else None
+        print(f"\n{report.table([sweep], metrics)}{report.failed_section([sweep])}\n")
+        checks = OmegaConf.select(config, "preset.check")
+        if checks:
+            df = report.load([sweep])
+            for check in OmegaConf.to_container(checks):
+                held, text = report.verdict(df, check)
+                print(f"{report.VERDICTS[held]}: {text}")
+            print()
+        for path in report.write([sweep], sweep / f"{self.name}.md", metrics):
             print(f"report: {path}")

@@ -288,11 +288,20 @@ class Replay:
         self.card = json.loads(path.read_text())
 
 
-def _accuracy(card: dict, skills: list[str]) -> np.ndarray:
-    """acc[explain, skill, difficulty - 1] from the card's held-out accuracies."""
-    try:
-        return np.array([[[card[mode][s][str(d)] for d in range(1, MAX_DIFFICULTY + 1)] for s in skills]
+def _accuracy(card: dict, skills: list[str], private_rate: float = 0.0) -> np.ndarray:
+    """acc[explain, skill, difficulty - 1] from the card's held-out accuracies: the public
+    cells', mixed with the private cells' at `private_rate` (the replay's rows do not say
+    which they are; the task distribution asks a private variant that often)."""
+
+    def grid(c):
+        return np.array([[[c[mode][s][str(d)] for d in range(1, MAX_DIFFICULTY + 1)] for s in skills]
                          for mode in ("plain", "explain")])
+
+    try:
+        acc = grid(card)
+        if private_rate and "private" in card:
+            acc = (1 - private_rate) * acc + private_rate * grid(card["private"])
+        return acc
     except KeyError as e:
         raise ValueError(f"replay.card has no accuracy for {e}: it must cover skills {skills}") from None
 
@@ -513,7 +522,7 @@ def prepare(cfg):
 
     cal = replay.calibration
     return SimpleNamespace(
-        replay=replay, clock=clock, skills=skills, acc=_accuracy(replay.card, skills), fp=fp, cl=cl,
+        replay=replay, clock=clock, skills=skills, acc=_accuracy(replay.card, skills, float(cfg.tasks.get("private_rate", 0.0))), fp=fp, cl=cl,
         window=(fp or cl or {}).get("window_ticks", 144), score_every=(fp or cl or {}).get("score_every", 36),
         campaign=_campaign({**OmegaConf.to_container(cfg.attacker, resolve=True), **replay.policy}, "attacker"),
         users=population(int(users_cfg["n_users"])), population=population, cal=cal,

@@ -134,9 +134,12 @@ def transfer(teacher_rows: list[dict], student_rows: list[dict], base_rows: list
     out["transfer/net"] = ratio(s - b, t - b)
     out["teacher/private_acc"], out["student/private_acc"], out["base/private_acc"] = t, s, b
     by = [accuracy_by_skill(part(rows, inside)) for rows in trio]
-    for k in sorted(by[0]):
-        out[f"transfer/{k}"] = ratio(by[1][k] - by[2][k], by[0][k] - by[2][k])
-        out[f"teacher/private_acc_{k}"], out[f"student/private_acc_{k}"] = by[0][k], by[1][k]
+    nan = float("nan")
+    # every skill gets its keys, NaN when all its private cells are past the boundary
+    for k in sorted({r["skill"] for r in teacher_rows}):
+        t_k, s_k, b_k = (d.get(k, nan) for d in by)
+        out[f"transfer/{k}"] = ratio(s_k - b_k, t_k - b_k) if t_k == t_k else nan
+        out[f"teacher/private_acc_{k}"], out[f"student/private_acc_{k}"] = t_k, s_k
     for name, rows in zip(("teacher", "student", "base"), trio):
         out[f"{name}/public_acc"] = mean(r["correct"] for r in part(rows, public))
         out[f"{name}/acc"] = mean(r["correct"] for r in rows)

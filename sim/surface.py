@@ -70,12 +70,16 @@ def followup(suite: Suite, problem: Problem, explain: bool, answer: str,
 
 
 def kb_question(suite: Suite, person: str, attr: str) -> Problem | None:
-    """The one-hop question `kb <person> <attr>` with its ground truth from the world; None
-    when `person` is not in the world (a wrong hop) or the question is a held-out prompt."""
+    """The one-hop question `kb <person> <attr>` with its ground truth from the world the person
+    lives in (private or public); None when `person` is in neither (a wrong hop) or the
+    question is a held-out prompt."""
     kb = suite.skills.get("kb")
-    record = kb.world.get(person) if kb is not None else None
+    if kb is None:
+        return None
+    private = person in kb.world
+    record = kb.world.get(person) if private else kb.public_world.get(person)
     if record is None:
         return None
     fact = f"{person}.{attr}={record[attr]}"
-    problem = Problem("kb", 1, f"kb {person} {attr}", record[attr], fact, (fact,))
+    problem = Problem("kb", 1, f"kb {person} {attr}", record[attr], fact, (fact,), private=private)
     return None if problem.prompt in suite.eval_prompts else problem

@@ -31,7 +31,7 @@ SHIPPED_BASE = Path(__file__).resolve().parent / "shipped"
 
 @dataclass
 class AttackerBase:
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 3e-3
     explain_rate: float = 0.7

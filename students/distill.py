@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from sim.tasks.base import ANSWER_MARK
+from sim.tasks.base import ANSWER_MARK, EXPLAIN
 from teachers.lm import CharLM
 from teachers.train import CausalLMModule
 from teachers.vocab import EOS, PAD
@@ -145,7 +145,7 @@ class DistillModule(CausalLMModule):
     def __init__(self, model, recipe: Recipe, lr: float, max_steps: int):
         super().__init__(model, lr=lr, max_steps=max_steps)
         self.recipe = recipe
-        self.useful_tokens = 0  # non-padding tokens
+        self.computed_tokens = 0  # padding included
 
     def loss(self, batch):
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -158,8 +158,8 @@ class DistillModule(CausalLMModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch)
-        self.tokens_seen += batch["attention_mask"].numel()
-        self.useful_tokens += int(batch["attention_mask"].sum())
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.computed_tokens += batch["attention_mask"].numel()
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -231,6 +231,8 @@ def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size
 
     from lightning.pytorch.callbacks import EarlyStopping
 
+    if val:  # end on a validation, so the last steps are weighed before the best weights return
+        steps = math.ceil(steps / min(val_every, steps)) * min(val_every, steps)
     L.seed_everything(seed, workers=True, verbose=False)
     n_replay = int(round(batch_size * replay_share)) if replay is not None else 0
     n_harvest = max(1, min(batch_size - n_replay, len(examples)))
@@ -255,22 +257,23 @@ def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size
     seconds = time.perf_counter() - t0
     loss = trainer.callback_metrics.get("train/loss")
     return {"steps": trainer.global_step, "max_steps": steps, "tokens": module.tokens_seen,
-            "useful_tokens": module.useful_tokens, "seconds": seconds,
-            "tokens_per_s": module.useful_tokens / max(seconds, 1e-9),
-            "padding_share": 1 - module.useful_tokens / max(module.tokens_seen, 1),
+            "computed_tokens": module.computed_tokens, "seconds": seconds,
+            "tokens_per_s": module.tokens_seen / max(seconds, 1e-9),
+            "padding_share": 1 - module.tokens_seen / max(module.computed_tokens, 1),
             "final_loss": float(loss) if loss is not None else float("nan"),
             "best_val_loss": best.best if val else float("nan"), "best_step": best.best_step if val else steps}
 
 
 def split_by_prompt(requests: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, validation) row indices: `fraction` of the distinct requests (and every row that
-    asked one) held out, so that no validation prompt was trained on (a harvest repeats
-    prompts: a row-level split would validate on training data)."""
-    distinct = sorted(set(requests))
+    """(train, validation) row indices: `fraction` of the distinct questions (and every row that
+    asked one, explained or not) held out, so that no validation question was trained on (a
+    harvest repeats prompts: a row-level split would validate on training data)."""
+    questions = [r.removeprefix(EXPLAIN) for r in requests]
+    distinct = sorted(set(questions))
     random.Random(f"val-{seed}").shuffle(distinct)
     held = set(distinct[: int(len(distinct) * fraction)])
-    train_idx = [i for i, r in enumerate(requests) if r not in held]
-    val_idx = [i for i, r in enumerate(requests) if r in held]
+    train_idx = [i for i, q in enumerate(questions) if q not in held]
+    val_idx = [i for i, q in enumerate(questions) if q in held]
     return train_idx, val_idx
 
 
@@ -328,10 +331,10 @@ class Student(ABC):
 
         return AttackerBase().sampler(suite)
 
-    def schedule(self, n_train: int) -> int:
+    def schedule(self, n_train: int, replay: bool = True) -> int:
         """Optimiser steps for a training split of `n_train` exchanges: `epochs` passes over it
         (at the harvest's share of each batch), between `min_steps` and the cap `steps`."""
-        per_batch = max(1, self.batch_size - int(round(self.batch_size * self.replay)))
+        per_batch = max(1, self.batch_size - (int(round(self.batch_size * self.replay)) if replay else 0))
         return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs * n_train / per_batch))))
 
     def distill(self, student: CharLM, harvest, seed: int, logger=False, suite=None) -> tuple[CharLM, dict]:
@@ -358,7 +361,7 @@ class Student(ABC):
                 draw, plain = self.public_data(suite), Recipe()
                 replay = lambda rng: clip(plain.example(student.tok, *draw(rng)), student.n_positions)  # noqa: E731
             stats = train(student.model, [examples[i] for i in train_idx], self.recipe,
-                          steps=self.schedule(len(train_idx)), batch_size=self.batch_size, lr=self.lr, seed=seed,
+                          steps=self.schedule(len(train_idx), replay is not None), batch_size=self.batch_size, lr=self.lr, seed=seed,
                           logger=logger, val=[examples[i] for i in val_idx], val_every=self.val_every,
                           patience=self.patience, replay=replay, replay_share=self.replay)
             stats.update(train_exchanges=len(train_idx), val_exchanges=len(val_idx))

@@ -80,3 +80,16 @@ def test_verdicts_of_means_and_too_few_runs():
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "none"}, "from": {"defense": "poison"}})[0] is None  # nothing lost
     assert report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "full"}, "than": {"defense": "none"}})[0] is None
+
+
+def test_pairs_match_every_setting_the_check_does_not_fix():
+    # a budget check across two recipes pairs kd with kd and answer with answer: n = 2 x 5, not 4 x 5
+    rows = [{"choice/recipe": r, "config/attacker.queries": q, "seeds/world": s, "seeds/student": s,
+             "transfer/net": (0.8 if q == 4000 else 0.3) + (0.05 if r == "kd" else 0.0) + 0.01 * s}
+            for r in ("kd", "answer") for q in (250, 4000) for s in range(5)]
+    df = pd.DataFrame(rows)
+    d = report.paired(df, {"attacker.queries": 4000}, {"attacker.queries": 250}, "transfer/net")
+    assert len(d) == 10 and d.round(6).eq(0.5).all()
+    held, text = report.verdict(df, {"metric": "transfer/net", "higher": {"attacker.queries": 4000},
+                                     "than": {"attacker.queries": 250}})
+    assert held is True and "n = 10" in text
