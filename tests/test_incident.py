@@ -36,7 +36,15 @@ def test_without_detection_nothing_is_banned_and_the_whole_budget_is_served(make
     r = sim.run(make_cfg(*SMALL, "defense=none", scale="incident"), tmp_path)
     assert r["attacker/banned"] == 0 and r["attacker/accounts"] == 200
     assert r["attacker/harvested"] + r["traffic/cover"] == r["attacker/queries"] == 15000  # all served
-    assert r["utility/relative"] == 1.0 and r["harvest/rationales"] > 0.9 * r["attacker/harvested"]
+    # correct rationales at the shipped teacher's held-out accuracy, public and private cells
+    # mixed at the task distribution's private rate (the campaign asks every cell alike)
+    from sim.incident import _accuracy
+    from teachers import SHIPPED
+
+    card = json.loads((SHIPPED / "card.json").read_text())
+    expected = float(_accuracy(card, list(card["explain"]), 0.5)[1].mean())
+    assert r["utility/relative"] == 1.0
+    assert abs(r["harvest/rationales"] / r["attacker/harvested"] - expected) < 0.05, expected
 
 
 @pytest.mark.parametrize("override, message", [
