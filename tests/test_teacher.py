@@ -11,11 +11,15 @@ from students.base import SHIPPED_BASE
 from teachers import SHIPPED, load, teacher_hash
 
 
+def card_of(directory, make: str) -> dict:
+    card = directory / "card.json"
+    assert card.exists(), f"nothing shipped in {directory}: run `make {make}`"
+    return json.loads(card.read_text())
+
+
 @pytest.fixture(scope="module")
 def shipped_card():
-    card = SHIPPED / "card.json"
-    assert card.exists(), "no shipped teacher: run `make teacher`"
-    return json.loads(card.read_text())
+    return card_of(SHIPPED, "teacher")
 
 
 def test_shipped_teacher_matches_the_current_config_and_code(make_cfg, shipped_card):
@@ -27,9 +31,7 @@ def test_shipped_teacher_matches_the_current_config_and_code(make_cfg, shipped_c
 
 @pytest.fixture(scope="module")
 def base_card():
-    card = SHIPPED_BASE / "card.json"
-    assert card.exists(), "no shipped base: run `make base`"
-    return json.loads(card.read_text())
+    return card_of(SHIPPED_BASE, "base")
 
 
 def test_shipped_base_matches_the_current_config_and_code(make_cfg, base_card):
