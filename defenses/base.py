@@ -1,4 +1,4 @@
-"""The defense contract (DESIGN.md): five hooks with no-op defaults.
+"""The defense contract: five hooks with no-op defaults.
 
 A defense overrides only the hooks it needs; the gateway calls each hook on the whole stack,
 in order. `Stack([])` (`defense=none`) is a real, empty stack, so the simulator never

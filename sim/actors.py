@@ -1,4 +1,4 @@
-"""The actor contract (DESIGN.md): actors own accounts, emit requests each tick, and react.
+"""The actor contract: actors own accounts, emit requests each tick, and react.
 
 An actor's request is an `Ask`: the text it sends plus the ground truth behind it (the
 problem, whether it is distillation traffic). The gateway and the defenses never see an
@@ -31,7 +31,7 @@ class Ask:
 
 
 def served_well(suite: Suite, ask: Ask, text: str) -> bool:
-    """DESIGN.md's utility rule: the final answer is right and, when the reasoning was asked
+    """The utility rule (docs/metrics.md): the final answer is right and, when the reasoning was asked
     for, the reasoning was shown (a hidden or truncated rationale does not serve the user)."""
     if not suite.grade(ask.problem, text):
         return False

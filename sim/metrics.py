@@ -1,4 +1,4 @@
-"""Metrics of a run (DESIGN.md names, `area/metric`): pure functions over graded rows.
+"""Metrics of a run (`area/metric`, see docs/metrics.md): pure functions over graded rows.
 
 - Capability is split in two: *public* cells (every attacker's open base model has them) and
   *private* cells (the teacher's own, what distillation can steal). A private cell where the

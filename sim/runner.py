@@ -1,4 +1,4 @@
-"""One run, end to end (DESIGN.md "One run, as data flows through it").
+"""One run, end to end (the README's "What a run does").
 
 `run(cfg, out_dir)` takes a composed config (it never reads Hydra's runtime state), builds
 and validates every component before any compute, then: teacher -> gateway -> clock
