@@ -28,24 +28,55 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def check_group_options(argv: list[str]) -> None:
-    """`group=option` overrides naming no YAML: one line, before Hydra's multi-line error."""
+    """`group=option` overrides naming no YAML: one line, before Hydra's multi-line error.
+
+    Read with Hydra's own override grammar, so a sweep (`defense=none,full`), a stack of
+    several options (`defense=[rate_limit,cluster]`) and both together are understood."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    def options(value):
+        for v in (value if isinstance(value, list) else [value]):
+            yield from (options(v) if isinstance(v, list) else [v])
+
+    parser = OverridesParser.create()
     for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key.lstrip("+~") not in GROUPS or value in ("null", ""):
+        if "=" not in arg or arg.startswith("-"):
             continue
-        group = key.lstrip("+~")
-        for option in value.split(","):  # a sweep lists several
-            if not (CONFIGS / group / f"{option}.yaml").exists():
-                known = ", ".join(sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")))
-                print(f"error: {group}={option} is not a config option (available: {known})", file=sys.stderr)
-                sys.exit(2)
+        try:
+            override = parser.parse_overrides([arg])[0]
+        except OverrideParseException:
+            continue  # Hydra names the syntax error itself
+        group = override.key_or_group
+        if group not in GROUPS or override.is_delete():
+            continue
+        value = list(override.sweep_iterator()) if override.is_sweep_override() else override.value()
+        for option in options(value):
+            if option is None or option == "null" or (CONFIGS / group / f"{option}.yaml").exists():
+                continue
+            known = ", ".join(sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")))
+            print(f"error: {group}={option} is not a config option (available: {known})", file=sys.stderr)
+            sys.exit(2)
+
+
+def stacked_choices(overrides) -> dict[str, str]:
+    """Groups given several options at once (`defense=[rate_limit,cluster]`), which Hydra leaves
+    out of its runtime choices: recorded as `rate_limit+cluster`, so the report can group by them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group in GROUPS and isinstance(override.value(), list):
+            out[override.key_or_group] = "+".join(map(str, override.value()))
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="run")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     with open_dict(cfg):
-        cfg.choices = {g: hc.runtime.choices.get(g) for g in GROUPS if hc.runtime.choices.get(g) is not None}
+        cfg.choices = {**stacked_choices(hc.overrides.task),
+                       **{g: hc.runtime.choices.get(g) for g in GROUPS if hc.runtime.choices.get(g) is not None}}
     out = Path(hc.runtime.output_dir)
     sweep = hc.mode == RunMode.MULTIRUN
     key = config_hash(cfg)

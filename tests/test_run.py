@@ -77,6 +77,17 @@ def test_cli_unknown_group_option_names_it(tmp_path):
     assert p.stderr.strip().splitlines() == ["error: attacker=sneaky is not a config option (available: hydra, naive, router)"]
 
 
+def test_cli_stacks_several_defenses_with_hydras_list_syntax(tmp_path, teacher_cache):
+    p = cli("scale=tiny", "defense=[rate_limit,clustr]", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[0].startswith("error: defense=clustr is not a config")
+    p = cli("scale=tiny", "defense=[rate_limit,cluster]", "attacker.queries=16", f"cache_dir={teacher_cache}",
+            "threads=1", f"hydra.run.dir={tmp_path / 'ok'}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "ok" / "results.json").read_text())
+    assert res["choice/defense"] == "rate_limit+cluster"  # the report groups stacks by this
+    assert res["config/defense.rate_limit.burst_minutes"] == 10 and res["config/defense.cluster.min_size"] == 3
+
+
 @pytest.mark.slow
 def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache):
     # the local parallel launcher: two processes of one torch thread each
