@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 import sim  # noqa: E402  (sets the offline switches before anything imports transformers)
-from sim.runner import config_hash, write_json  # noqa: E402
+from sim.records import config_hash, write_json  # noqa: E402
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402

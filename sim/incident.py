@@ -492,7 +492,7 @@ def prepare(cfg):
 
     from omegaconf import OmegaConf
 
-    from sim.runner import build
+    from sim.records import build
 
     replay = build(cfg.replay)
     clock = build(cfg.clock)
@@ -534,7 +534,7 @@ def run(cfg, out: Path, log=print) -> dict:
     from defenses.fingerprint import Classifier
     from sim import metrics
     from sim.clock import Clock
-    from sim.runner import config_hash, flat_config, git_commit, write_json
+    from sim.records import config_hash, flat_config, git_commit, write_json
 
     t0 = time.perf_counter()
     w = prepare(cfg)  # every bad value stops here

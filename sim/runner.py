@@ -8,18 +8,12 @@ harvest -> student -> metrics -> `results.json`.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import teachers
 from defenses.base import Stack
@@ -27,29 +21,8 @@ from sim import metrics
 from sim.accounts import Network
 from sim.gateway import Gateway
 from sim.quiet import quiet
+from sim.records import ROOT, build, config_hash, flat_config, git_commit, write_json
 from sim.world import simulate
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def build(node, **kwargs):
-    """instantiate() that surfaces a constructor's own error (which names the bad value)."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, (ValueError, TypeError)):
-            raise e.__cause__ from None
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    """Write atomically: a killed run never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -61,40 +34,6 @@ def opened(logger):
         finish = getattr(getattr(logger, "experiment", None), "finish", None) if logger else None
         if callable(finish):
             finish()
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """A run's identity: the hash of its resolved config (a rerun of a sweep skips a job whose
-    results.json carries the same hash)."""
-    import hashlib
-
-    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def flat_config(cfg: DictConfig) -> dict:
-    """Scalar config leaves as `config/<dotted.key>` (lists as JSON strings), for grouping."""
-    out = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        elif isinstance(node, list):
-            out[f"config/{prefix}"] = json.dumps(node)
-        else:
-            out[f"config/{prefix}"] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
 
 
 class World:

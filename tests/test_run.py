@@ -206,3 +206,16 @@ def test_a_crashed_job_does_not_stop_the_sweep_and_a_rerun_runs_only_it(tmp_path
     p = cli(*args)  # the rerun: the finished job is skipped, the crashed one runs again
     assert p.returncode == 0, p.stderr[-2000:]
     assert done.stat().st_mtime_ns == first[0] and failed.stat().st_mtime_ns > first[1]
+
+
+@pytest.mark.parametrize("flag", [["--help"], ["--cfg", "job"]])
+def test_help_and_cfg_answer_before_torch_is_imported(flag):
+    # the speed of --help, --cfg and tab completion is the imports done before Hydra parses
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['experiments/run.py', *{flag!r}]\n"
+            "try:\n    runpy.run_path('experiments/run.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('heavy:', sorted(m for m in ('torch', 'transformers', 'lightning', 'pandas') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "heavy: []"
