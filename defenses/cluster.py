@@ -9,13 +9,18 @@ graph; an edge's weight adds up what two accounts share:
   `ip` (the same address), `subnet` (the same /24, counted only off residential ASNs, where
   sharing is a sign of proxies or a datacenter rather than of one household),
 - `behaviour`: cosine similarity of their standardised behavioural features
-  (`defenses.features`) above `similarity`, for accounts with `min_requests` requests.
+  (`defenses.features`) above `similarity`, for accounts with `min_requests` requests; it
+  adds to shared infrastructure and never links two accounts on its own.
 
-Edges of weight at least `min_weight` are kept and communities found with the Louvain
-method (`networkx.community.louvain_communities`, seeded). Each community of at least
-`min_size` accounts is a cluster: `ctx.clusters` maps its accounts to it (rate limits and
+Pairs whose weight reaches `min_weight` are linked, and each connected component of at least
+`min_size` accounts is a cluster (`defenses.graph.clusters`: the same array code serves the
+incident-scale replay over a million accounts): `ctx.clusters` maps its accounts to it (rate limits and
 information budgets then apply per cluster), and when any member is banned, by this or any
-other defense, the ban propagates to every member (`propagate: true`). Attribution quality
+other defense, the ban propagates to every member (`propagate: true`). A cluster bans itself
+when at least `ban_share` of its members reuse a payment or client fingerprint with another
+member (a campaign's cards and automation clients; a NAT's people each have their own).
+A cluster keeps its identity across rounds: a component that shares an account with an
+earlier cluster joins it, so a campaign is attributed as one cluster. Attribution quality
 against the true campaigns is `detection/cluster_ari` (adjusted Rand index).
 """
 
@@ -35,9 +40,9 @@ LINKS = ("payment", "device", "ip", "subnet", "behaviour")
 class Cluster(Defense):
     def __init__(self, weights: Mapping[str, float] | None = None, min_weight: float = 1.0,
                  similarity: float = 0.95, min_size: int = 3, min_requests: int = 4, window_ticks: int = 144,
-                 score_every: int = 36, propagate: bool = True, seed: int = 0):
+                 score_every: int = 36, propagate: bool = True, ban_share: float | None = 0.3):
         weights = dict(weights if weights is not None else
-                       {"payment": 1.0, "device": 0.5, "ip": 0.5, "subnet": 0.25, "behaviour": 0.5})
+                       {"payment": 1.0, "device": 0.5, "ip": 0.5, "subnet": 0.5, "behaviour": 0.5})
         for k, v in weights.items():
             if k not in LINKS:
                 raise ValueError(f"defense.cluster.weights.{k}: unknown link (known: {', '.join(LINKS)})")
@@ -53,45 +58,43 @@ class Cluster(Defense):
                 raise ValueError(f"defense.cluster.{k}={v!r} must be a positive integer")
         self.weights, self.min_weight, self.similarity = weights, float(min_weight), float(similarity)
         self.min_size, self.min_requests, self.window_ticks = min_size, min_requests, window_ticks
-        self.score_every, self.propagate, self.seed = score_every, bool(propagate), seed
+        if ban_share is not None and not 0 < ban_share <= 1:
+            raise ValueError(f"defense.cluster.ban_share={ban_share!r} must be in (0, 1] or null")
+        self.score_every, self.propagate, self.ban_share = score_every, bool(propagate), ban_share
         self.history: list[dict] = []
         self.last_scored = -1
-        self.members: dict[str, list[str]] = {}  # cluster id -> accounts
+        self.members: dict[str, set[str]] = {}  # cluster id -> accounts, over every round so far
+        self.of: dict[str, str] = {}  # account -> its cluster id
 
-    def graph(self, accounts: list, features: pd.DataFrame):
-        """The weighted account graph (networkx) over `accounts` (Account views)."""
-        import networkx as nx
-        from scipy import sparse
+    def labels(self, accounts: list, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The cluster label of each of `accounts` (Account views), -1 for none
+        (`defenses.graph.clusters`, the same function the incident-scale replay uses), and
+        each one's cluster's share of members reusing a payment or client fingerprint."""
+        from defenses.graph import clusters, shared_identity
 
-        from defenses.graph import shared_links
-
-        ids = [a.id for a in accounts]
-        g = nx.Graph()
-        g.add_nodes_from(ids)
-        if not ids:
-            return g
         by = pd.DataFrame([{"payment": a.payment, "device": a.device, "ip": a.ip,
                             "subnet": a.subnet if a.asn_kind != "residential" else None} for a in accounts])
         codes = {key: pd.factorize(by[key])[0] for key in ("payment", "device", "ip", "subnet")}  # None -> -1
-        w = shared_links(codes, self.weights, len(ids)).tocsr()
-        if self.weights.get("behaviour") and len(features) > 1:
-            x = features[list(FEATURES)].to_numpy(float)
-            x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-            x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-9
-            ii, jj = np.nonzero(np.triu(x @ x.T >= self.similarity, k=1))
-            at = pd.Index(ids).get_indexer(features.index)  # -1: an account not in this graph
-            i, j = at[ii], at[jj]
-            keep = (i >= 0) & (j >= 0)
-            i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
-            w = w + sparse.csr_matrix((np.full(len(i), self.weights["behaviour"]), (i, j)), shape=w.shape)
-        w = w.tocoo()
-        keep = w.data >= self.min_weight
-        g.add_weighted_edges_from((ids[i], ids[j], float(x)) for i, j, x in zip(w.row[keep], w.col[keep], w.data[keep]))
-        return g
+        at = pd.Index([a.id for a in accounts]).get_indexer(features.index)
+        keep = at >= 0
+        label = clusters(codes, self.weights, self.min_weight, self.min_size,
+                         features=features[list(FEATURES)].to_numpy(float)[keep], at=at[keep],
+                         similarity=self.similarity)
+        return label, shared_identity(label, codes["payment"], codes["device"])
+
+    def attribute(self, accounts: list[str], tick: int, k: int) -> str:
+        """This round's component joins the earliest cluster any of its accounts belonged to
+        (merging the others into it): a campaign stays one cluster across rounds."""
+        earlier = sorted({self.of[a] for a in accounts if a in self.of}, key=lambda c: tuple(map(int, c[1:].split("-"))))
+        cid = earlier[0] if earlier else f"c{tick}-{k}"
+        self.members.setdefault(cid, set()).update(accounts)
+        for other in earlier[1:]:
+            self.members[cid] |= self.members.pop(other)
+        for a in self.members[cid]:
+            self.of[a] = cid
+        return cid
 
     def observe(self, window, ctx) -> list:
-        from networkx.algorithms.community import louvain_communities
-
         from sim.gateway import Action
 
         self.history += window
@@ -101,19 +104,22 @@ class Cluster(Defense):
             rows = pd.DataFrame([r for r in self.history if r["tick"] > ctx.tick - self.window_ticks])
             self.history = rows.to_dict("records") if len(rows) else []
             if not rows.empty:
-                seen = [ctx.accounts[a] for a in rows["account"].unique() if a in ctx.accounts]
+                # the window's accounts, and every account of a cluster found earlier: a banned
+                # account sends nothing, but its card, client and address still link its replacements
+                known = sorted(set(self.of) - set(rows["account"].unique()))
+                seen = [ctx.accounts[a] for a in [*rows["account"].unique(), *known] if a in ctx.accounts]
                 offsets = {a.id: a.utc_offset for a in seen}
                 feats = account_features(rows, offsets, ctx.tick_minutes, self.min_requests)
-                g = self.graph(seen, feats)
-                g.remove_nodes_from([n for n, d in list(g.degree()) if d == 0])
-                for k, comm in enumerate(louvain_communities(g, weight="weight", seed=self.seed) if len(g) else []):
-                    if len(comm) >= self.min_size:
-                        cid = f"c{ctx.tick}-{k}"
-                        self.members[cid] = sorted(comm)
-                        for a in comm:
-                            ctx.clusters[a] = cid
+                label, reuse = self.labels(seen, feats) if seen else (np.zeros(0, int), np.zeros(0))
+                for k in np.unique(label[label >= 0]):
+                    cid = self.attribute([a.id for a, lab in zip(seen, label) if lab == k], ctx.tick, int(k))
+                    for a in self.members[cid]:
+                        ctx.clusters[a] = cid
+                    if self.ban_share is not None and reuse[label == k][0] >= self.ban_share:
+                        actions += [Action("ban", m, by="cluster") for m in sorted(self.members[cid])
+                                    if m not in ctx.banned]
         if self.propagate:  # a ban on any member bans the whole cluster
             for cid, members in self.members.items():
                 if any(m in ctx.banned for m in members):
-                    actions += [Action("ban", m, by="cluster") for m in members if m not in ctx.banned]
-        return actions
+                    actions += [Action("ban", m, by="cluster") for m in sorted(members) if m not in ctx.banned]
+        return list({a.account: a for a in actions}.values())  # one ban per account

@@ -19,13 +19,11 @@ so the replay keeps everything a detector and the metrics need and drops the res
 - **The same detectors.** Features are `defenses.features.aggregate` (the function the text
   runs use) over each account's window; the classifier is `defenses.fingerprint.Classifier`
   trained on a separate labelled calibration replay (its own seed and population), its
-  threshold τ set on benign calibration accounts for `target_fpr`. Cluster detection builds
-  the shared-infrastructure graph of the `cluster` defense as a sparse matrix (payment,
-  device, IP, non-residential /24; groups above 500 accounts say nothing), adds behavioural
-  similarity only for pairs that already share infrastructure (blocking, as record linkage
-  does at scale, instead of all pairs), and takes the connected components of the edges of
-  weight >= `min_weight` (`scipy.sparse.csgraph`) instead of Louvain; bans propagate to a
-  whole cluster.
+  threshold τ set on benign calibration accounts for `target_fpr`. Cluster detection is
+  `defenses.graph.clusters`, the function the text runs' `cluster` defense calls (shared
+  payment, device, IP, non-residential /24, behavioural similarity only for pairs that already
+  share infrastructure, connected components), with the same bans: a cluster that reuses cards
+  and clients (`ban_share`) and one with a banned member (`propagate`).
 - **A memory bound.** Only the detector's sliding window stays in memory; the exchange log
   is streamed to `exchanges/part-NNNNN.parquet`, one file per `chunk_ticks`, each written
   atomically (`datasets.load_dataset("parquet", data_dir=...)` reads it back).
@@ -411,43 +409,28 @@ class _Sim:
     def _clusters(self, seen: np.ndarray, ids: np.ndarray, x: np.ndarray, bans: list) -> np.ndarray:
         """Shared-infrastructure graph over the window's accounts -> connected components ->
         clusters of >= min_size; returns the members of clusters with a banned member."""
-        from scipy import sparse
-        from scipy.sparse.csgraph import connected_components
-
-        from defenses.graph import shared_links
+        from defenses.graph import clusters, shared_identity
 
         cl, a, m = self.cl, self.accounts, len(seen)
-        weights = dict(cl["weights"])
         codes = {key: a[key][seen] for key in LINKS}
         codes["subnet"] = np.where(a["residential"][seen] == 0, codes["subnet"], -1)
-        graph = shared_links(codes, weights, m)
-        w = graph.data.copy()
-        wb = float(weights.get("behaviour", 0.0))
-        if wb and len(ids) > 1:  # similarity only where it can tip a pair over min_weight
-            cand = np.flatnonzero((w < cl["min_weight"]) & (w + wb >= cl["min_weight"]))
-            pos = np.full(len(a), -1)
-            pos[ids] = np.arange(len(ids))
-            z = ((x - x.mean(0)) / (x.std(0) + 1e-6)).astype(np.float32)
-            z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-9
-            i, j = pos[seen[graph.row[cand]]], pos[seen[graph.col[cand]]]
-            both = (i >= 0) & (j >= 0)
-            sim = np.einsum("ij,ij->i", z[i[both]], z[j[both]])
-            w[cand[both]] += wb * (sim >= cl["similarity"])
-        keep = w >= cl["min_weight"]
-        edges = sparse.coo_matrix((np.ones(keep.sum()), (graph.row[keep], graph.col[keep])), shape=(m, m))
-        _, label = connected_components(edges, directed=False)
-        size = np.bincount(label)
-        member = size[label] >= cl["min_size"]
+        pos = np.full(len(a), -1)
+        pos[seen] = np.arange(m)
+        label = clusters(codes, cl["weights"], cl["min_weight"], cl["min_size"], features=x, at=pos[ids],
+                         similarity=cl["similarity"])
+        member = label >= 0
         self.cluster = np.pad(self.cluster, (0, len(a) - len(self.cluster)), constant_values=-1)
         self.cluster[seen[member]] = self.n_clusters + label[member]
-        self.n_clusters += len(size)
-        if not cl.get("propagate", True):
-            return np.zeros(0, np.int64)
-        flagged = a.banned[seen] >= 0
-        if bans:
-            flagged |= np.isin(seen, np.concatenate(bans))
-        hit_labels = np.unique(label[member & flagged])
-        return seen[member & np.isin(label, hit_labels)]
+        self.n_clusters += int(label.max()) + 1 if m else 0
+        hit = np.zeros(m, bool)
+        if cl.get("ban_share") is not None:  # a cluster whose members reuse cards and clients bans itself
+            hit |= member & (shared_identity(label, codes["payment"], codes["device"]) >= cl["ban_share"])
+        if cl.get("propagate", True):
+            flagged = a.banned[seen] >= 0
+            if bans:
+                flagged |= np.isin(seen, np.concatenate(bans))
+            hit |= member & np.isin(label, np.unique(label[member & flagged]))
+        return seen[hit]
 
 
 class Sink:
@@ -513,7 +496,8 @@ def prepare(cfg):
     if cfg.defense and "cluster" in cfg.defense:
         d = build(cfg.defense.cluster)
         cl = {"weights": d.weights, "min_weight": d.min_weight, "similarity": d.similarity, "min_size": d.min_size,
-              "min_requests": d.min_requests, "propagate": d.propagate, "window_ticks": d.window_ticks,
+              "min_requests": d.min_requests, "propagate": d.propagate, "ban_share": d.ban_share,
+              "window_ticks": d.window_ticks,
               "score_every": d.score_every}
     users_cfg = OmegaConf.to_container(cfg.users, resolve=True)
 
