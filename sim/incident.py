@@ -576,6 +576,9 @@ def run(cfg, out: Path, log=print) -> dict:
         "attacker/cost_usd": round(float(attackers.sum() * list(TIERS.values())[campaign.tier][0]
                                          + campaign.sent * list(TIERS.values())[campaign.tier][1]), 6),
         "attacker/harvested": int(tot[KIND["attack"], 1].sum()),
+        "attacker/cost_per_example": metrics.ratio(
+            float(attackers.sum() * list(TIERS.values())[campaign.tier][0] + campaign.sent * list(TIERS.values())[campaign.tier][1]),
+            float(tot[KIND["attack"], 1].sum())),
         "attacker/served_accuracy": metrics.ratio(float(tot[KIND["attack"], 1, 1]), float(tot[KIND["attack"], 1].sum())),
         "harvest/rationales": int(sim_.harvest.sum()),
         **{f"harvest/{s}": int(sim_.harvest[i].sum()) for i, s in enumerate(skills)},

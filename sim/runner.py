@@ -49,7 +49,8 @@ class World:
             raise ValueError(f"metrics.boundary={self.boundary!r} must be in [0, 1]")
         self.suite = build(cfg.tasks)
         self.teacher_spec = build(cfg.teacher)
-        self.student_spec = build(cfg.student)
+        # student=none (no `_target_`): the run stops at the traffic, for detection studies
+        self.student_spec = build(cfg.student) if cfg.student.get("_target_") else None
         self.stack = Stack([build(node) for node in (cfg.defense or {}).values()])
         self.clock = build(cfg.clock)
         self.users = build(cfg.users)
@@ -72,6 +73,8 @@ def attacker_metrics(attacker, traffic) -> dict:
         "attacker/banned": len(banned),
         "attacker/cost_usd": round(attacker.cost_usd, 6),
         "attacker/harvested": len(attacker.harvest),
+        # what one harvested distillation exchange cost: accounts, fees and paid-for cover traffic
+        "attacker/cost_per_example": metrics.ratio(attacker.cost_usd, len(attacker.harvest)),
         "attacker/trained_on": len(attacker.training_set()),
         # served distillation answers whose final answer the defenses changed (poisoning)
         "attacker/poisoned_fraction": metrics.mean(served["truth/altered"]),
@@ -96,13 +99,6 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"
     teacher, card = teachers.load(world.teacher_spec, world.suite, cache, log=log)
     timings["teacher_load_s"] = time.perf_counter() - t0
-    max_new = world.teacher_spec.max_new_tokens
-
-    t = time.perf_counter()
-    teacher_rows = metrics.evaluate(teacher, world.suite, max_new_tokens=max_new)
-    timings["teacher_eval_s"] = time.perf_counter() - t
-    log(f"teacher {card['hash']}: {teacher.num_parameters():,} parameters, held-out accuracy "
-        f"{metrics.mean(r['correct'] for r in teacher_rows):.3f} on {len(teacher_rows)} problems")
 
     # the clock: each tick every actor emits requests and the gateway serves them in one batch
     t = time.perf_counter()
@@ -125,26 +121,12 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     train_set = datasets.Dataset.from_list(training) if training else harvest.select([])
     datasets.Dataset.from_pandas(traffic.log, preserve_index=False).save_to_disk(str(out / "exchanges"))
 
-    # the student: evaluated before (base) and after distillation on the same held-out set
-    t = time.perf_counter()
-    student = world.student_spec.build(seed=world.seeds["student"], suite=world.suite, cache_dir=cache, log=log)
-    base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
     with opened(build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False) as logger:
-        log(f"student: {student.num_parameters():,} parameters, up to {world.student_spec.steps} steps on the harvest")
-        student, train_stats = world.student_spec.distill(student, train_set, seed=world.seeds["student"],
-                                                          logger=logger, suite=world.suite)
-        log(f"student: {train_stats['steps']} steps in {train_stats['seconds']:.0f} s "
-            f"(best validation loss at step {train_stats.get('best_step', '-')})")
-        timings["student_train_s"] = train_stats["seconds"]
-        student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
-        timings["student_s"] = time.perf_counter() - t
-        audit = {"watermark/student_z": float("nan"), "watermark/student_p": float("nan"),
-                 **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest])}
-
+        learned = {}
+        if world.student_spec is not None:  # student=none: traffic, detection and utility only
+            learned = distilled(world, out, teacher, card, train_set, attacker, cache, timings, logger, log)
         results = {
-            **metrics.transfer(teacher_rows, student_rows, base_rows, boundary=world.boundary),
-            "fidelity": metrics.fidelity(teacher_rows, student_rows),
-            **audit,
+            **learned,
             "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
             **attacker_metrics(attacker, traffic),
             **metrics.world_metrics(traffic.log, {a.id for a in attacker.owned_accounts()},
@@ -152,9 +134,6 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
                                     gateway.ctx.flagged),
             "clock/ticks": traffic.ticks,
             "teacher/hash": card["hash"],
-            "student/params": student.num_parameters(),
-            "student/trainable_params": train_stats["trainable_params"],
-            "student/steps": train_stats["steps"],
             **{f"seeds/{k}": v for k, v in world.seeds.items()},
             "teacher/params": teacher.num_parameters(),
             "seed": int(cfg.seed),
@@ -163,18 +142,13 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
             **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())},
             **flat_config(cfg),
         }
-        import pandas as pd
-
-        rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "private", "prompt", "answer"]]
-        rows["teacher"], rows["student"] = [r["text"] for r in teacher_rows], [r["text"] for r in student_rows]
-        rows["teacher_ok"], rows["student_ok"] = [r["correct"] for r in teacher_rows], [r["correct"] for r in student_rows]
-        rows["base"], rows["base_ok"] = [r["text"] for r in base_rows], [r["correct"] for r in base_rows]
-        rows.to_csv(out / "eval.csv", index=False)
         write_json(out / "teacher_card.json", card)
         timings["total_s"] = time.perf_counter() - t0
         write_json(out / "timings.json", timings)  # wall-clock stays out of results.json (reproducible)
         write_json(out / "results.json", results)
         if logger:  # the config, the final results and the result table next to the training curves
+            import pandas as pd
+
             logger.log_hyperparams({k.removeprefix("config/"): v for k, v in results.items() if k.startswith("config/")})
             logger.log_metrics({f"results/{k}": float(v) for k, v in results.items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/")})
@@ -185,3 +159,42 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
                 log_table(key="results_table", dataframe=summarise(pd.DataFrame([results]), by=[]))
             logger.save()
     return results
+
+
+def distilled(world, out, teacher, card, train_set, attacker, cache, timings, logger, log) -> dict:
+    """The student trained on the harvest and scored with the teacher and its own base on the
+    same held-out set: `transfer/*`, `fidelity`, the watermark audit, `eval.csv`."""
+    import pandas as pd
+
+    max_new = world.teacher_spec.max_new_tokens
+    t = time.perf_counter()
+    teacher_rows = metrics.evaluate(teacher, world.suite, max_new_tokens=max_new)
+    timings["teacher_eval_s"] = time.perf_counter() - t
+    log(f"teacher {card['hash']}: {teacher.num_parameters():,} parameters, held-out accuracy "
+        f"{metrics.mean(r['correct'] for r in teacher_rows):.3f} on {len(teacher_rows)} problems")
+    # the student: evaluated before (base) and after distillation on the same held-out set
+    t = time.perf_counter()
+    student = world.student_spec.build(seed=world.seeds["student"], suite=world.suite, cache_dir=cache, log=log)
+    base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
+    log(f"student: {student.num_parameters():,} parameters, up to {world.student_spec.steps} steps on the harvest")
+    student, train_stats = world.student_spec.distill(student, train_set, seed=world.seeds["student"],
+                                                      logger=logger, suite=world.suite)
+    log(f"student: {train_stats['steps']} steps in {train_stats['seconds']:.0f} s "
+        f"(best validation loss at step {train_stats.get('best_step', '-')})")
+    timings["student_train_s"] = train_stats["seconds"]
+    student_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
+    timings["student_s"] = time.perf_counter() - t
+    rows = pd.DataFrame(teacher_rows)[["skill", "difficulty", "private", "prompt", "answer"]]
+    rows["teacher"], rows["student"] = [r["text"] for r in teacher_rows], [r["text"] for r in student_rows]
+    rows["teacher_ok"], rows["student_ok"] = [r["correct"] for r in teacher_rows], [r["correct"] for r in student_rows]
+    rows["base"], rows["base_ok"] = [r["text"] for r in base_rows], [r["correct"] for r in base_rows]
+    rows.to_csv(out / "eval.csv", index=False)
+    return {
+        **metrics.transfer(teacher_rows, student_rows, base_rows, boundary=world.boundary),
+        "fidelity": metrics.fidelity(teacher_rows, student_rows),
+        "watermark/student_z": float("nan"), "watermark/student_p": float("nan"),
+        **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest]),
+        "student/params": student.num_parameters(),
+        "student/trainable_params": train_stats["trainable_params"],
+        "student/steps": train_stats["steps"],
+    }

@@ -34,6 +34,14 @@ def test_run_writes_every_metric_and_its_files(make_cfg, tmp_path):
     assert all(r.startswith("why ") for r in harvest["request"])  # the naive attacker asks for reasoning
 
 
+def test_student_none_stops_after_the_traffic(make_cfg, tmp_path):
+    res = sim.run(make_cfg("student=none", "attacker=hydra", "defense=cluster"), tmp_path)
+    assert not any(k.startswith(("transfer/", "student/", "fidelity")) for k in res)
+    assert res["attacker/harvested"] > 0 and "detection/recall" in res and "attacker/cost_per_example" in res
+    assert res["attacker/cost_per_example"] == res["attacker/cost_usd"] / res["attacker/harvested"]
+    assert not (tmp_path / "eval.csv").exists() and (tmp_path / "results.json").exists()
+
+
 def test_same_config_and_seed_give_byte_identical_results(make_cfg, tmp_path):
     cfg = make_cfg("seed=3")
     sim.run(cfg, tmp_path / "a")
