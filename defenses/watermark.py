@@ -1,4 +1,4 @@
-"""The green-list watermark on the teacher, its detector, and the student radioactivity test.
+"""The green-list watermark on the teacher's voice, its detector, and the student radioactivity test.
 
 Kirchenbauer, Geiping, Wen, Katz, Miers and Goldstein (2023), "A Watermark for Large
 Language Models": at each step the previous h tokens, hashed with a secret key, seed a
@@ -7,13 +7,24 @@ to the green logits. A text of T scored tokens with |s|_G green ones has
 
     z = (|s|_G - γ T) / sqrt(T γ (1 - γ)),     p = 1 - Φ(z)
 
-under the null hypothesis that the text was written without knowledge of the key.
+under the null hypothesis that the text was written without knowledge of the key; for the
+few tokens of one short text the exact binomial tail P(Bin(T, γ) >= |s|_G) is the p-value
+(`p_exact`), as the normal approximation overstates significance there.
+
+Where the watermark goes. A character model's text is almost all forced: the digits of a
+step, the letters after a word's first, the answer. Following Lee et al. (2023), "Who Wrote
+this Code? Watermarking for Code Generation" (SWEET), δ is added only where the teacher's own
+next-token entropy is at least `entropy` bits (the choice of a voice word) and never after
+the answer mark, so answers and steps stay exact; the detector scores only the tokens that
+can carry the mark (`scope: voice`: the first character of each word without `=` before the
+answer mark, the voice the teacher chooses freely), or every response token before the
+answer mark (`scope: all`, the plain KGW detector).
 
 Radioactivity (Sander, Fernandez, Durmus, Douze and Furon (2024), "Watermarking Makes
 Language Models Radioactive"): sample the suspect student on fresh prompts and score its
 text with the teacher's key; each (context, token) pair is scored once, as they do, so
-that repeated patterns do not inflate z. Reported as `watermark/student_z` and
-`watermark/student_p`.
+that repeated patterns do not inflate z. Reported as `watermark/student_z`,
+`watermark/student_p` (exact binomial) beside `watermark/harvest_z`.
 """
 
 from __future__ import annotations
@@ -25,43 +36,62 @@ import torch
 from transformers import LogitsProcessor
 
 from defenses.base import Defense
+from sim.tasks.base import ANSWER_MARK
 from teachers.vocab import PAD, SEP, CharTokenizer
+
+MASK = (1 << 32) - 1
+SCOPES = ("voice", "all")
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (the finaliser of MurmurHash3) on int64 tensors. Only the low 32
+    bits of each product are kept, and those are exact even when the int64 product wraps, so
+    the hash is the same on every machine."""
+    x = x & MASK
+    x = ((x ^ (x >> 16)) * 0x85EBCA6B) & MASK
+    x = ((x ^ (x >> 13)) * 0xC2B2AE35) & MASK
+    return x ^ (x >> 16)
 
 
 class GreenList:
-    """The keyed green lists: `table[ctx_id]` is a boolean mask over the vocabulary, where
-    ctx_id encodes the previous h tokens (h = 1 or 2 keeps the table small for a char vocab)."""
+    """The keyed green lists: the previous h tokens, hashed with the key, decide for each
+    token of the vocabulary whether it is green, with probability γ."""
 
     def __init__(self, key: int, gamma: float, h: int, vocab_size: int):
         self.key, self.gamma, self.h, self.V = key, gamma, h, vocab_size
-        n_green = max(1, round(gamma * vocab_size))
-        self.gamma_eff = n_green / vocab_size  # the exact green fraction the test must use
-        table = torch.zeros(vocab_size ** h, vocab_size, dtype=torch.bool)
-        for ctx in range(vocab_size ** h):
-            rng = random.Random(f"{key}-{ctx}")
-            table[ctx, rng.sample(range(vocab_size), n_green)] = True
-        self.table = table
+        self.threshold = round(gamma * (1 << 32))  # a pair is green when its hash falls below
 
-    def ctx_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        ids = input_ids[:, -self.h:]
-        out = torch.zeros(ids.shape[0], dtype=torch.long)
-        for j in range(self.h):
-            out = out * self.V + ids[:, j]
-        return out
+    def ctx_hash(self, ctx: torch.Tensor) -> torch.Tensor:
+        """[N, h] token ids (the last h before each position) -> [N] keyed context hashes."""
+        c = torch.full((ctx.shape[0],), self.key & MASK, dtype=torch.long)
+        for j in range(ctx.shape[1]):
+            c = _mix(c * self.V + ctx[:, j].long())
+        return c
 
-    def is_green(self, context: tuple[int, ...], token: int) -> bool:
-        ctx = 0
-        for t in context:
-            ctx = ctx * self.V + t
-        return bool(self.table[ctx, token])
+    def mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] sequences -> [B, V] green masks for their next token."""
+        c = self.ctx_hash(input_ids[:, -self.h:])
+        return _mix(c[:, None] * self.V + torch.arange(self.V)) < self.threshold
+
+    def is_green(self, ctx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """[N, h] contexts and [N] tokens -> [N] booleans."""
+        return _mix(self.ctx_hash(ctx) * self.V + tokens.long()) < self.threshold
+
+
+def entropy_bits(scores: torch.Tensor) -> torch.Tensor:
+    """Next-token entropy in bits of each row of logits (suppressed tokens at -inf count 0)."""
+    return torch.special.entr(torch.softmax(scores.float(), -1)).sum(-1) / math.log(2)
 
 
 class WatermarkProcessor(LogitsProcessor):
-    """Adds δ to the green logits of the rows whose request is watermarked: all of them when
-    `fraction` is 1, else those whose request text hashes (with the key) below `fraction`."""
+    """Adds δ to the green logits of the rows whose request is watermarked (all of them when
+    `fraction` is 1, else those whose request text hashes with the key below `fraction`),
+    where the next token's entropy is at least `entropy` bits and the answer has not begun."""
 
-    def __init__(self, green: GreenList, delta: float, fraction: float = 1.0):
-        self.green, self.delta, self.fraction = green, delta, fraction
+    def __init__(self, green: GreenList, delta: float, fraction: float = 1.0, entropy: float = 0.0,
+                 answer_id: int | None = None):
+        self.green, self.delta, self.fraction, self.entropy = green, delta, fraction, entropy
+        self.answer_id = CharTokenizer().stoi[ANSWER_MARK] if answer_id is None else answer_id
         self._memo: dict[tuple, bool] = {}  # request tokens -> watermarked?
 
     def _marked(self, input_ids: torch.LongTensor) -> torch.Tensor:
@@ -76,7 +106,12 @@ class WatermarkProcessor(LogitsProcessor):
         return torch.tensor(marks)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = self.green.table[self.green.ctx_ids(input_ids)] & self._marked(input_ids)[:, None]
+        in_response = (input_ids == SEP).cumsum(1) > 0
+        answering = ((input_ids == self.answer_id) & in_response).any(1)
+        rows = self._marked(input_ids) & ~answering
+        if self.entropy > 0:
+            rows &= entropy_bits(scores) >= self.entropy
+        mask = self.green.mask(input_ids) & rows[:, None]
         return scores + self.delta * mask.to(scores.dtype)
 
 
@@ -90,53 +125,91 @@ def p_value(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2)) if z == z else float("nan")
 
 
+def p_exact(green: int, total: int, gamma: float) -> float:
+    """P(Bin(total, γ) >= green): the exact tail, for texts too short for the normal one."""
+    if total == 0:
+        return float("nan")
+    from scipy.stats import binom
+
+    return float(binom.sf(green - 1, total, gamma))
+
+
 class Watermark(Defense):
-    def __init__(self, gamma: float = 0.25, delta: float = 2.0, h: int = 1, key: int = 42, fraction: float = 1.0,
-                 audit_prompts: int = 256, audit_temperature: float = 1.0, seed: int = 0):
+    def __init__(self, gamma: float = 0.25, delta: float = 2.0, h: int = 4, key: int = 42, fraction: float = 1.0,
+                 entropy: float = 1.0, scope: str = "voice", audit_prompts: int = 256,
+                 audit_temperature: float = 1.0, seed: int = 0):
         if not 0 <= fraction <= 1:
             raise ValueError(f"defense.watermark.fraction={fraction!r} must be in [0, 1]")
-        self.fraction = float(fraction)
         if not 0 < gamma < 1:
             raise ValueError(f"defense.watermark.gamma={gamma!r} must be in (0, 1)")
         if not delta >= 0:
             raise ValueError(f"defense.watermark.delta={delta!r} must be >= 0")
-        if h not in (1, 2):
-            raise ValueError(f"defense.watermark.h={h!r} must be 1 or 2 (tokens of context hashed)")
+        if not isinstance(h, int) or isinstance(h, bool) or not 1 <= h <= 16:
+            raise ValueError(f"defense.watermark.h={h!r} must be an integer in [1, 16] (tokens of context hashed)")
+        if not isinstance(key, int) or isinstance(key, bool):
+            raise ValueError(f"defense.watermark.key={key!r} must be an integer")
+        if not 0 <= entropy <= 16:
+            raise ValueError(f"defense.watermark.entropy={entropy!r} must be in [0, 16] bits")
+        if scope not in SCOPES:
+            raise ValueError(f"defense.watermark.scope={scope!r} must be one of {SCOPES}")
         if not isinstance(audit_prompts, int) or audit_prompts < 1:
             raise ValueError(f"defense.watermark.audit_prompts={audit_prompts!r} must be a positive integer")
         if not audit_temperature > 0:
             raise ValueError(f"defense.watermark.audit_temperature={audit_temperature!r} must be > 0")
         self.tok = CharTokenizer()
         self.green = GreenList(key, gamma, h, self.tok.vocab_size)
-        self.delta, self.h = float(delta), h
+        self.fraction, self.delta, self.h, self.entropy, self.scope = float(fraction), float(delta), h, float(entropy), scope
         self.audit_prompts, self.audit_temperature, self.seed = audit_prompts, float(audit_temperature), seed
 
     def logits_processors(self) -> list:
-        return [WatermarkProcessor(self.green, self.delta, self.fraction)] if self.delta and self.fraction else []
+        if not (self.delta and self.fraction):
+            return []
+        return [WatermarkProcessor(self.green, self.delta, self.fraction, self.entropy)]
+
+    def positions(self, response: str) -> list[int]:
+        """Indices of the response's characters the detector scores (see the module docstring)."""
+        head = response.rsplit(ANSWER_MARK, 1)[0] if ANSWER_MARK in response else response
+        if self.scope == "all":
+            return list(range(len(head)))
+        out, i = [], 0
+        for word in head.split(" "):
+            if word and "=" not in word:
+                out.append(i)
+            i += len(word) + 1
+        return out
+
+    def pairs(self, texts, requests=None) -> list[tuple[tuple[int, ...], int]]:
+        """The scored (context, token) pairs of each text, in order."""
+        out = []
+        for k, text in enumerate(texts):
+            prefix = self.tok.request_ids(requests[k]) if requests is not None else []
+            ids = prefix + self.tok.encode(text)
+            for i in self.positions(text):
+                j = len(prefix) + i
+                if j >= self.h:
+                    out.append((tuple(ids[j - self.h:j]), ids[j]))
+        return out
 
     def detect(self, texts, requests=None, dedupe: bool = True) -> dict:
-        """z and p of texts (responses; `requests` give each its context, as in generation)."""
-        seen, green, total = set(), 0, 0
-        for k, text in enumerate(texts):
-            ids = (self.tok.request_ids(requests[k]) if requests is not None else []) + self.tok.encode(text)
-            start = len(ids) - len(text)
-            for i in range(max(self.h, start), len(ids)):
-                pair = (tuple(ids[i - self.h:i]), ids[i])
-                if dedupe:
-                    if pair in seen:
-                        continue
-                    seen.add(pair)
-                total += 1
-                green += self.green.is_green(*pair)
-        z = z_score(green, total, self.green.gamma_eff)
-        return {"z": z, "p": p_value(z), "tokens": total}
+        """z, p (normal) and p_exact (binomial) of texts (responses; `requests` give each its
+        context, as in generation), pooled; each (context, token) pair once when `dedupe`."""
+        pairs = self.pairs(texts, requests)
+        if dedupe:
+            pairs = list(dict.fromkeys(pairs))
+        green = 0
+        if pairs:
+            ctx = torch.tensor([c for c, _ in pairs], dtype=torch.long)
+            green = int(self.green.is_green(ctx, torch.tensor([t for _, t in pairs])).sum())
+        z = z_score(green, len(pairs), self.green.gamma)
+        return {"z": z, "p": p_value(z), "p_exact": p_exact(green, len(pairs), self.green.gamma),
+                "tokens": len(pairs), "green": green}
 
     def audit(self, student, suite, harvest) -> dict:
         """Radioactivity: the student's samples on fresh prompts, scored with the key; and, for
         reference, the z of the text the attacker harvested (what the student learned from)."""
         rng = random.Random(f"watermark-audit-{self.seed}")
-        prompts = [suite.sample(rng).request(rng.random() < 0.5) for _ in range(self.audit_prompts)]
+        prompts = [suite.sample(rng).request(True) for _ in range(self.audit_prompts)]
         outs = student.generate(prompts, max_new_tokens=64, temperature=self.audit_temperature, seed=self.seed)
         s = self.detect([o.text for o in outs], prompts)
         h = self.detect([r for _, r in harvest], [q for q, _ in harvest]) if harvest else {"z": float("nan")}
-        return {"watermark/student_z": s["z"], "watermark/student_p": s["p"], "watermark/harvest_z": h["z"]}
+        return {"watermark/student_z": s["z"], "watermark/student_p": s["p_exact"], "watermark/harvest_z": h["z"]}

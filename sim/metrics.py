@@ -17,10 +17,13 @@ from __future__ import annotations
 from sim.tasks import Suite, final_answer
 
 
-def evaluate(lm, suite: Suite, *, explain: bool = True, max_new_tokens: int = 96, problems=None) -> list[dict]:
-    """Greedy answers of `lm` to every held-out problem (or to `problems`), graded; one row each."""
+def evaluate(lm, suite: Suite, *, explain: bool = True, max_new_tokens: int = 96, problems=None,
+             logits_processors=()) -> list[dict]:
+    """Greedy answers of `lm` to every held-out problem (or to `problems`), graded; one row each
+    (`logits_processors`: as the gateway would apply them, e.g. a watermark)."""
     problems = suite.eval_set if problems is None else problems
-    outs = lm.generate([p.request(explain) for p in problems], max_new_tokens=max_new_tokens)
+    outs = lm.generate([p.request(explain) for p in problems], max_new_tokens=max_new_tokens,
+                       logits_processors=logits_processors)
     return [
         {"skill": p.skill, "difficulty": p.difficulty, "private": p.private, "prompt": p.prompt,
          "request": p.request(explain), "answer": p.answer, "text": o.text, "correct": bool(suite.grade(p, o.text))}

@@ -252,16 +252,36 @@ def test_delay_mode_holds_requests_at_the_gateway_until_a_token_is_back():
 from defenses.watermark import Watermark, p_value  # noqa: E402
 
 
-def test_clean_text_z_scores_follow_the_null():
-    """Over many clean texts the empirical tail at z >= 2 is within 2x of the Gaussian tail."""
+def test_the_exact_test_keeps_its_false_positive_rate_on_short_clean_texts():
+    """Clean texts scored alone: the exact binomial p-value is at most α no more often than α
+    (the normal approximation, on a few tokens a text, overstates significance)."""
     import random
 
     wm, rng = Watermark(gamma=0.25, delta=2.0), random.Random(0)
-    chars = "abcdefgh0123456789 =#+*-"
-    zs = [wm.detect(["".join(rng.choice(chars) for _ in range(60))])["z"] for _ in range(3000)]
-    tail, gauss = sum(z >= 2 for z in zs) / len(zs), p_value(2.0)
-    assert gauss / 2 <= tail <= 2 * gauss, (tail, gauss)
-    assert abs(sum(zs) / len(zs)) < 0.1
+    words = ["ok", "sure", "well", "right", "then", "so", "next", "and", "done", "thus", "x=1", "y=22"]
+    rows = [wm.detect([" ".join(rng.choice(words) for _ in range(rng.randint(2, 8))) + " #3"], ["calc 1+2"])
+            for _ in range(4000)]
+    assert 2 <= sum(r["tokens"] for r in rows) / len(rows) <= 8
+    for alpha in (0.01, 0.05):
+        assert sum(r["p_exact"] <= alpha for r in rows) / len(rows) <= alpha
+    assert sum(r["p"] <= 0.01 for r in rows) > sum(r["p_exact"] <= 0.01 for r in rows)
+
+
+def test_the_mark_stays_out_of_answers_and_forced_tokens():
+    import torch
+
+    from teachers.vocab import CharTokenizer
+
+    tok = CharTokenizer()
+    proc = Watermark(entropy=1.0).logits_processors()[0]
+    before = torch.tensor([tok.request_ids("calc 1+2") + tok.encode("ok x=3 so")])
+    after = torch.tensor([tok.request_ids("calc 1+2") + tok.encode("ok x=3 so #")])
+    flat, peaked = torch.zeros(1, tok.vocab_size), torch.full((1, tok.vocab_size), -30.0)
+    peaked[0, 5] = 0.0  # one token certain: nothing to choose, nothing to mark
+    assert (proc(before, flat) - flat).abs().sum() > 0
+    assert torch.equal(proc(after, flat), flat) and torch.equal(proc(before, peaked), peaked)
+    wm = Watermark()
+    assert wm.positions("ok x=3 so y=4 done #7") == [0, 7, 14]  # the voice words' first letters
 
 
 def test_watermarked_generation_is_detected_and_clean_is_not(make_cfg):
