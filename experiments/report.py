@@ -45,17 +45,39 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def load(dirs) -> pd.DataFrame:
-    rows = []
+    """Every results.json under `dirs`, one row each (`null` metrics as NaN). A file that is
+    not valid JSON is named in a warning and skipped (a resumed sweep reruns its job); two
+    runs of the same config (`config_hash`) count once."""
+    import warnings
+
+    rows, seen = [], {}
     for d in dirs:
         d = Path(d)
         files = [d] if d.name == "results.json" else sorted(d.rglob("results.json"))
         for f in files:
-            r = json.loads(f.read_text())
+            try:
+                r = json.loads(f.read_text())
+                if not isinstance(r, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as e:
+                warnings.warn(f"{f}: corrupt results.json skipped ({e})", stacklevel=2)
+                continue
+            key = r.get("config_hash")
+            if key is not None and key in seen:
+                warnings.warn(f"{f}: the same config as {seen[key]} (config_hash {key}); counted once", stacklevel=2)
+                continue
+            if key is not None:
+                seen[key] = f
             r["run_dir"] = str(f.parent)
             rows.append(r)
     if not rows:
         raise SystemExit(f"no results.json under {', '.join(map(str, dirs))}")
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for c in df.columns[df.dtypes == object]:  # a metric null in some runs (or all) is a number column
+        values = df[c].dropna()
+        if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            df[c] = pd.to_numeric(df[c].astype(float))
+    return df
 
 
 def failures(dirs) -> list[tuple[str, str]]:

@@ -59,6 +59,13 @@ def check_group_options(argv: list[str]) -> None:
             sys.exit(2)
 
 
+def headline(results: dict) -> float:
+    """What the job returns to Hydra's sweeper: transfer/net, NaN where no student was trained
+    (an incident replay, `student=none`) or it could not be computed (null)."""
+    value = results.get("transfer/net")
+    return float("nan") if value is None else float(value)
+
+
 def stacked_choices(overrides) -> dict[str, str]:
     """Groups given several options at once (`defense=[rate_limit,cluster]`), which Hydra leaves
     out of its runtime choices: recorded as `rate_limit+cluster`, so the report can group by them."""
@@ -82,10 +89,14 @@ def main(cfg: DictConfig) -> float:
     key = config_hash(cfg)
     done = out / "results.json"
     if sweep and done.is_file():  # a rerun of the sweep: a job whose results match is not run again
-        previous = json.loads(done.read_text())
+        try:
+            previous = json.loads(done.read_text())
+        except ValueError:
+            print(f"warning: {done} is not valid JSON: the job runs again", file=sys.stderr)
+            previous = {}
         if previous.get("config_hash") == key:
             print(f"skipped {out}: results.json exists for this config ({key})")
-            return float(previous.get("transfer/mean", float("nan")))
+            return headline(previous)
     try:
         results = sim.run(cfg, out, progress=sys.stderr.isatty())
     except Exception as e:
@@ -104,7 +115,7 @@ def main(cfg: DictConfig) -> float:
     print(table([out]))
     files = ", ".join(sorted(p.name + "/" * p.is_dir() for p in out.iterdir() if not p.name.startswith(".")))
     print(f"\nrun directory: {out}\n  {files}")
-    return float(results.get("transfer/mean", float("nan")))  # an incident replay trains no student
+    return headline(results)
 
 
 if __name__ == "__main__":

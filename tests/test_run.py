@@ -227,3 +227,22 @@ def test_help_and_cfg_answer_before_torch_is_imported(flag):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_results_are_strict_json_and_the_report_reads_nulls_skips_corrupt_files_and_duplicates(tmp_path):
+    from sim.records import write_json
+
+    for i, value in enumerate([0.5, float("nan"), float("inf")]):
+        write_json(tmp_path / str(i) / "results.json", {"transfer/net": value, "seed": i, "config_hash": f"h{i}"})
+    text = (tmp_path / "1" / "results.json").read_text()
+    assert "NaN" not in text and json.loads(text)["transfer/net"] is None  # strict JSON: null
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "results.json").write_text('{"transfer/net": 0.')  # a job killed mid-write by hand
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "results.json").write_text((tmp_path / "0" / "results.json").read_text())  # a copy
+    with pytest.warns(UserWarning) as caught:
+        df = report.load([tmp_path])
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(tmp_path / "3" / "results.json") in messages and "counted once" in messages
+    assert sorted(df["seed"]) == [0, 1, 2] and df["transfer/net"].dtype == float
+    assert df["transfer/net"].isna().sum() == 2
