@@ -118,6 +118,93 @@ def main(cfg: DictConfig) -> float:
     return headline(results)
 
 
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
+OWN_CONFIG = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"}
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config once, each sweep at its first value, before Hydra runs anything: a
+    key that does not exist (naming the nearest one), a `+key` nothing reads and a malformed
+    override are one line each and exit status 2, instead of Hydra's multi-line report."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides, skip = [], False
+    for arg in argv:
+        if skip or arg in OWN_CONFIG or arg.startswith(tuple(f"{f}=" for f in OWN_CONFIG)):
+            if arg in OWN_CONFIG or arg.startswith(tuple(f"{f}=" for f in OWN_CONFIG)):
+                return  # another primary config: Hydra checks it itself
+            skip = False
+            continue
+        if arg.startswith("-"):
+            skip = arg in HYDRA_FLAGS_WITH_VALUE
+            continue
+        overrides.append(arg)
+    if not overrides:
+        return
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as e:
+        fail(str(e).splitlines()[0])
+    first = []
+    for o, text in zip(parsed, overrides):
+        if o.key_or_group.startswith("hydra"):
+            continue  # Hydra's own settings (launcher, sweep dirs): Hydra checks them
+        if o.is_sweep_override():
+            value = next(iter(o.sweep_iterator()))
+            text = f"{o.get_key_element()}={'[' + ','.join(map(str, value)) + ']' if isinstance(value, list) else value}"
+        first.append(text)
+
+    def keys(cfg) -> list[str]:
+        flat = []
+
+        def walk(node, prefix):
+            if OmegaConf.is_dict(node):
+                for k in node.keys():
+                    walk(node._get_node(k), f"{prefix}.{k}" if prefix else str(k))
+            else:
+                flat.append(prefix)
+
+        walk(cfg, "")
+        return flat
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        try:
+            cfg = compose("run", overrides=first)
+        except (HydraException, OmegaConfBaseException) as e:
+            text = str(e)
+            key = text.split("'")[1] if text.startswith("Could not override '") else None
+            if key is None:
+                fail(text.splitlines()[0])
+            groups_only = [t for t, o in zip(overrides, parsed) if o.key_or_group in GROUPS]
+            parent, _, leaf = key.rpartition(".")
+            siblings = [k.rpartition(".")[2] for k in keys(compose("run", overrides=groups_only))
+                        if k.rpartition(".")[0] == parent]
+            near = [f"{parent}.{m}" if parent else m for m in difflib.get_close_matches(leaf, siblings, n=1)]
+            value = next(t for t in first if t.lstrip("+~").startswith(key + "=")).split("=", 1)[1]
+            fail(f"{key}={value}: no such key" + (f" (did you mean {near[0]}?)" if near else ""))
+        base = set(compose("run", overrides=[t for t in first if not t.startswith("+")]).keys())
+    for text in first:  # `+key=value` at the top level: nothing reads it
+        key = text[1:].split("=", 1)[0] if text.startswith("+") and not text.startswith("++") else None
+        if key and "." not in key and key not in base and key not in GROUPS:
+            near = difflib.get_close_matches(key, sorted(base), n=1)
+            fail(f"{key}={text.split('=', 1)[1]}: no part of a run reads this key"
+                 + (f" (did you mean {near[0]}?)" if near else ""))
+    del cfg
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
     check_group_options(sys.argv[1:])
+    check_overrides(sys.argv[1:])
     main()

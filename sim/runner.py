@@ -13,15 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import teachers
 from defenses.base import Stack
-from sim import metrics
+from sim import metrics, records
 from sim.accounts import Network
 from sim.gateway import Gateway
 from sim.quiet import quiet
-from sim.records import ROOT, build, config_hash, flat_config, git_commit, write_json
+from sim.records import INT_LIMIT, ROOT, ConfigError, build, check, check_targets, config_hash, flat_config, git_commit, write_json
 from sim.world import simulate
 
 
@@ -40,13 +40,32 @@ class World:
     """Every component of a run, built and validated from the config before any compute."""
 
     def __init__(self, cfg: DictConfig):
+        try:
+            self._build(cfg)
+        except ConfigError:
+            raise
+        except Exception as e:  # any refusal at build time is a config error: one line, before compute
+            raise ConfigError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+    def _build(self, cfg: DictConfig):
+        plugins = cfg.get("plugins")
+        plugins = OmegaConf.to_container(plugins) if OmegaConf.is_list(plugins) else [] if plugins is None else plugins
+        if not isinstance(plugins, list) or not all(isinstance(p, str) and p.isidentifier() for p in plugins):
+            raise ConfigError(f"plugins={plugins!r} must be a list of package names")
+        records.PLUGINS[:] = list(plugins)
         self.seeds = {"world": cfg.seed, "attacker": cfg.seed, "student": cfg.seed, **dict(cfg.get("seeds") or {})}
         for name, value in [("seed", cfg.seed), *((f"seeds.{k}", v) for k, v in self.seeds.items())]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}={value!r} must be a non-negative integer")
-        self.boundary = float(cfg.get("metrics", {}).get("boundary", 0.5))
-        if not 0 <= self.boundary <= 1:
-            raise ValueError(f"metrics.boundary={self.boundary!r} must be in [0, 1]")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT_LIMIT:
+                raise ConfigError(f"{name}={value!r} must be a non-negative integer (at most {INT_LIMIT})")
+        threads = cfg.get("threads", 1)
+        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024:
+            raise ConfigError(f"threads={threads!r} must be a positive integer (torch CPU threads)")
+        if cfg.get("cache_dir") is not None and not isinstance(cfg.cache_dir, str):
+            raise ConfigError(f"cache_dir={cfg.cache_dir!r} must be a directory path or null")
+        self.boundary = cfg.get("metrics", {}).get("boundary", 0.5)
+        if isinstance(self.boundary, bool) or not isinstance(self.boundary, (int, float)) or not 0 <= self.boundary <= 1:
+            raise ConfigError(f"metrics.boundary={self.boundary!r} must be in [0, 1]")
+        self.boundary = float(self.boundary)
         self.suite = build(cfg.tasks)
         self.teacher_spec = build(cfg.teacher)
         # student=none (no `_target_`): the run stops at the traffic, for detection studies
@@ -55,12 +74,45 @@ class World:
         self.clock = build(cfg.clock)
         self.users = build(cfg.users)
         self.attacker = build(cfg.attacker)
+        check(cfg.gateway, Gateway, "gateway")
         self.gateway_cfg = dict(cfg.gateway)
         Gateway(None, self.stack, **self.gateway_cfg)  # validates the gateway's values
+        if cfg.get("logger"):  # built later, next to the student's training; checked now
+            check_targets(cfg.logger, "logger")
+            check(cfg.logger, where="logger")
+        self._limits(cfg)
         # binding checks every skill the actors ask for and lays out their infrastructure
         network = Network(self.seeds["world"])
         for actor, stream in ((self.users, "world"), (self.attacker, "attacker")):
             actor.bind(self.suite, self.clock, network, self.seeds[stream], users=self.users)
+
+    def _limits(self, cfg: DictConfig) -> None:
+        """Values that are each fine alone but not together."""
+        from teachers.vocab import CharTokenizer
+
+        g = self.gateway_cfg
+        longest = max(len(p.request(True)) for p in self.suite.eval_set) + 2  # BOS ... SEP
+        models = [("teacher", self.teacher_spec)] + ([("student", self.student_spec)] if self.student_spec else [])
+        for name, spec in models:
+            n_pos = getattr(spec, "n_positions", None)
+            if n_pos is not None and longest + g["max_new_tokens"] > n_pos:
+                raise ConfigError(f"gateway.max_new_tokens={g['max_new_tokens']}: the longest held-out prompt "
+                                  f"({longest} tokens) plus it exceeds {name}.n_positions={n_pos}")
+        vocab = CharTokenizer().vocab_size
+        if g["top_k_logprobs"] > vocab:
+            raise ConfigError(f"gateway.top_k_logprobs={g['top_k_logprobs']}: the vocabulary has {vocab} tokens")
+        recipe = getattr(self.student_spec, "recipe", None)
+        if recipe is not None and recipe.kd_alpha > 0 and not g["top_k_logprobs"]:
+            raise ConfigError(f"student.recipe.kd_alpha={recipe.kd_alpha}: KD needs log-probabilities, and the API "
+                              f"exposes none (set gateway.top_k_logprobs > 0)")
+        counter = getattr(self.attacker, "counter", None)
+        if getattr(counter, "recalibrate_temperature", None) is not None and not g["top_k_logprobs"]:
+            raise ConfigError(f"attacker.counter.recalibrate_temperature={counter.recalibrate_temperature}: "
+                              f"recalibration needs log-probabilities (set gateway.top_k_logprobs > 0)")
+        for d in self.stack.defenses:
+            if getattr(d, "mode", None) == "delay" and g["max_delay"] == 0:
+                raise ConfigError("gateway.max_delay=0: a defense in delay mode needs ticks to hold a request "
+                                  "(set gateway.max_delay > 0 or the defense's mode to reject)")
 
 
 def attacker_metrics(attacker, traffic) -> dict:
