@@ -205,14 +205,14 @@ def test_a_crashed_job_does_not_stop_the_sweep_and_a_rerun_runs_only_it(tmp_path
     args = ("-m", "scale=tiny", "attacker.queries=16,-1", f"cache_dir={teacher_cache}", "threads=1",
             f"hydra.sweep.dir={sweep}")  # the basic launcher: the jobs one after the other
     p = cli(*args)
-    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.returncode == 1 and f"{sweep / '1'}: ConfigError" in p.stderr, p.stderr[-2000:]  # the sweep failed
     done, failed = sweep / "0" / "results.json", sweep / "1" / "error.json"
     assert done.exists() and failed.exists() and not (sweep / "1" / "results.json").exists()
     assert "attacker.queries=-1" in json.loads(failed.read_text())["error"]
     assert "Failed jobs" in (sweep / "report.md").read_text() and str(sweep / "1") in (sweep / "report.md").read_text()
     first = (done.stat().st_mtime_ns, failed.stat().st_mtime_ns)
-    p = cli(*args)  # the rerun: the finished job is skipped, the crashed one runs again
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = cli(*args)  # the rerun: the finished job is skipped, the crashed one runs again (and fails again)
+    assert p.returncode == 1, p.stderr[-2000:]
     assert done.stat().st_mtime_ns == first[0] and failed.stat().st_mtime_ns > first[1]
 
 
