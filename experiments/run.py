@@ -98,7 +98,8 @@ def main(cfg: DictConfig) -> float:
             print(f"skipped {out}: results.json exists for this config ({key})")
             return headline(previous)
     try:
-        results = sim.run(cfg, out, progress=sys.stderr.isatty())
+        # a sweep's runs share a group (its directory's name) in loggers that browse runs
+        results = sim.run(cfg, out, progress=sys.stderr.isatty(), group=Path(hc.sweep.dir).name if sweep else None)
     except Exception as e:
         if sweep:  # the sweep goes on; the error stays in the job's directory for the report
             write_json(out / "error.json", {"config_hash": key, "error": f"{type(e).__name__}: {e}",

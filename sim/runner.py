@@ -135,7 +135,22 @@ def attacker_metrics(attacker, traffic) -> dict:
     }
 
 
-def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False) -> dict:
+def describe(cfg: DictConfig, logger_cfg, group: str | None) -> dict:
+    """What a logger that browses runs (wandb) is told about this one, for the keys its
+    constructor takes: the sweep as `group`, the config choices as `tags`, a readable `name`."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    choices = {k: v for k, v in (cfg.get("choices") or {}).items() if k not in ("logger", "scale") and v}
+    info = {"group": group, "tags": [f"{k}={v}" for k, v in sorted(choices.items())],
+            "name": f"{choices.get('defense', '-')} vs {choices.get('attacker', '-')}/{choices.get('policy', '-')} "
+                    f"seed={cfg.seed}"}
+    params = inspect.signature(get_class(logger_cfg._target_)).parameters
+    return {k: v for k, v in info.items() if k in params and k not in logger_cfg}
+
+
+def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False, group: str | None = None) -> dict:
     out = Path(out_dir)
     quiet()
     if cfg.get("replay"):  # scale=incident: the columnar replay (no text, no student)
@@ -173,7 +188,8 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
     train_set = datasets.Dataset.from_list(training) if training else harvest.select([])
     datasets.Dataset.from_pandas(traffic.log, preserve_index=False).save_to_disk(str(out / "exchanges"))
 
-    with opened(build(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False) as logger:
+    logger = build(cfg.logger, save_dir=str(out), **describe(cfg, cfg.logger, group)) if cfg.get("logger") else False
+    with opened(logger):
         learned = {}
         if world.student_spec is not None:  # student=none: traffic, detection and utility only
             learned = distilled(world, out, teacher, card, train_set, attacker, cache, timings, logger, log)
@@ -199,16 +215,13 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False)
         write_json(out / "timings.json", timings)  # wall-clock stays out of results.json (reproducible)
         write_json(out / "results.json", results)
         if logger:  # the config, the final results and the result table next to the training curves
-            import pandas as pd
-
             logger.log_hyperparams({k.removeprefix("config/"): v for k, v in results.items() if k.startswith("config/")})
-            logger.log_metrics({f"results/{k}": float(v) for k, v in results.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("config/")})
-            log_table = getattr(logger, "log_table", None)
-            if callable(log_table):  # wandb: the run's row of the report, as a wandb Table
-                from experiments.report import summarise
-
-                log_table(key="results_table", dataframe=summarise(pd.DataFrame([results]), by=[]))
+            log_results = getattr(logger, "log_results", None)
+            if callable(log_results):  # wandb: the summary and the report's row as a table
+                log_results(results)
+            else:
+                logger.log_metrics({f"results/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))
+                                    and not isinstance(v, bool) and not k.startswith("config/")})
             logger.save()
     return results
 

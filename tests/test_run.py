@@ -186,20 +186,55 @@ def test_loggers_get_config_and_results_and_are_closed_when_a_job_crashes(make_c
     assert Run.finished
 
 
+def wandb_records(path):
+    """The protobuf records of a wandb transaction log (`run-*.wandb`): LevelDB's log format,
+    32 KiB blocks after a 7-byte `:W&B` header, chunks FULL=1, FIRST=2, MIDDLE=3, LAST=4."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, buf = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # the padding at the end of a block
+            pos += left
+            continue
+        buf = (b"" if kind in (1, 2) else buf) + data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            yield rec
+
+
 @pytest.mark.slow
-def test_wandb_logger_runs_offline(make_cfg, tmp_path, monkeypatch):
-    from omegaconf import OmegaConf, open_dict
+def test_wandb_groups_a_sweep_tags_its_runs_and_keeps_results_in_the_summary(tmp_path, teacher_cache):
+    pytest.importorskip("wandb")
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "experiments/run.py", "-m", "scale=tiny", "logger=wandb", "attacker.queries=16",
+                        "users=none", "seed=0,1", f"cache_dir={teacher_cache}", "threads=1", f"hydra.sweep.dir={sweep}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for job in ("0", "1"):
+        (log,) = (sweep / job / "wandb").glob("offline-run-*/run-*.wandb")
+        recs = list(wandb_records(log))
+        (run,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
+        assert run.run_group == "sweep" and run.job_type == "distill" and run.display_name.endswith(f"seed={job}")
+        assert {"defense=none", "attacker=naive", "student=finetune"} <= set(run.tags)
+        summary = {i.key: json.loads(i.value_json) for r in recs if r.WhichOneof("record_type") == "summary"
+                   for i in r.summary.update if i.key}
+        results = json.loads((sweep / job / "results.json").read_text())
+        assert summary["seed"] == int(job) and summary["attacker/harvested"] == results["attacker/harvested"] == 16
+        assert summary["teacher/hash"] == results["teacher/hash"] and "transfer/net" in summary
+        (table,) = (log.parent / "files" / "media" / "table").glob("results_table_*.table.json")
+        t = json.loads(table.read_text())
+        assert "attacker/harvested/mean" in t["columns"] and "attacker/harvested/ci95" in t["columns"]
+        assert all(v is None or isinstance(v, (int, float)) for v in t["data"][0])  # numbers, not strings
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = make_cfg("attacker.queries=16", "users=none")
-    with open_dict(cfg):
-        cfg.logger = OmegaConf.load(ROOT / "configs" / "logger" / "wandb.yaml")
-    sim.run(cfg, tmp_path / "run", log=lambda *a: None)
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # in the run directory
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
-
-@pytest.mark.slow
 def test_a_crashed_job_does_not_stop_the_sweep_and_a_rerun_runs_only_it(tmp_path, teacher_cache):
     sweep = tmp_path / "sweep"
     args = ("-m", "scale=tiny", "attacker.queries=16,-1", f"cache_dir={teacher_cache}", "threads=1",
