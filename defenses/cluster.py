@@ -16,7 +16,8 @@ Pairs whose weight reaches `min_weight` are linked, and each connected component
 `min_size` accounts is a cluster (`defenses.graph.clusters`: the same array code serves the
 incident-scale replay over a million accounts): `ctx.clusters` maps its accounts to it (rate limits and
 information budgets then apply per cluster), and when any member is banned, by this or any
-other defense, the ban propagates to every member (`propagate: true`). A cluster bans itself
+other defense, the ban propagates to every member (`propagate: true`). A cluster acts on itself
+(`action`: ban, or flag for shaping and poisoning, when a flag of one member then flags all)
 when at least `ban_share` of its members reuse a payment or client fingerprint with another
 member (a campaign's cards and automation clients; a NAT's people each have their own).
 A cluster keeps its identity across rounds: a component that shares an account with an
@@ -40,7 +41,8 @@ LINKS = ("payment", "device", "ip", "subnet", "behaviour")
 class Cluster(Defense):
     def __init__(self, weights: Mapping[str, float] | None = None, min_weight: float = 1.0,
                  similarity: float = 0.95, min_size: int = 3, min_requests: int = 4, window_ticks: int = 144,
-                 score_every: int = 36, propagate: bool = True, ban_share: float | None = 0.3):
+                 score_every: int = 36, propagate: bool = True, ban_share: float | None = 0.3,
+                 action: str = "ban"):
         weights = dict(weights if weights is not None else
                        {"payment": 1.0, "device": 0.5, "ip": 0.5, "subnet": 0.5, "behaviour": 0.5})
         for k, v in weights.items():
@@ -60,7 +62,9 @@ class Cluster(Defense):
         self.min_size, self.min_requests, self.window_ticks = min_size, min_requests, window_ticks
         if ban_share is not None and not 0 < ban_share <= 1:
             raise ValueError(f"defense.cluster.ban_share={ban_share!r} must be in (0, 1] or null")
-        self.score_every, self.propagate, self.ban_share = score_every, bool(propagate), ban_share
+        if action not in ("ban", "flag"):
+            raise ValueError(f"defense.cluster.action={action!r} must be ban or flag")
+        self.score_every, self.propagate, self.ban_share, self.action = score_every, bool(propagate), ban_share, action
         self.history: list[dict] = []
         self.last_scored = -1
         self.members: dict[str, set[str]] = {}  # cluster id -> accounts, over every round so far
@@ -116,10 +120,14 @@ class Cluster(Defense):
                     for a in self.members[cid]:
                         ctx.clusters[a] = cid
                     if self.ban_share is not None and reuse[label == k][0] >= self.ban_share:
-                        actions += [Action("ban", m, by="cluster") for m in sorted(self.members[cid])
+                        actions += [Action(self.action, m, by="cluster") for m in sorted(self.members[cid])
                                     if m not in ctx.banned]
-        if self.propagate:  # a ban on any member bans the whole cluster
+        if self.propagate:  # a ban on any member bans the whole cluster (a flag flags it, when flagging)
             for cid, members in self.members.items():
                 if any(m in ctx.banned for m in members):
                     actions += [Action("ban", m, by="cluster") for m in sorted(members) if m not in ctx.banned]
-        return list({a.account: a for a in actions}.values())  # one ban per account
+                elif self.action == "flag" and any(m in ctx.flagged for m in members):
+                    actions += [Action("flag", m, by="cluster") for m in sorted(members)
+                                if m not in ctx.flagged and m not in ctx.banned]
+        done = {(a.kind, a.account) for a in actions}
+        return [a for a in dict.fromkeys(actions) if a.kind == "ban" or ("ban", a.account) not in done]

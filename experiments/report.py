@@ -21,6 +21,7 @@ labelled point per group, with the defender's frontier (lowest transfer for the 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 from pathlib import Path
@@ -455,6 +456,20 @@ def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
     return written
 
 
+def resolve_key(df: pd.DataFrame, key: str) -> str:
+    """A grouping key as the table shows it (`defense`, `attacker.queries`) or as a results
+    column (`choice/defense`, `config/attacker.queries`) -> the column; else an error naming
+    the nearest."""
+    for col in (key, f"choice/{key}", f"config/{key}"):
+        if col in df.columns:
+            return col
+    shown = sorted({c.removeprefix("choice/").removeprefix("config/") for c in df.columns
+                    if c.startswith(("choice/", "config/"))})
+    near = difflib.get_close_matches(key, shown, n=1)
+    raise SystemExit(f"error: --by {key}: not a config choice or value of these runs"
+                     + (f" (did you mean {near[0]}?)" if near else ""))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dirs", nargs="+", help="run directories or multirun directories")
@@ -463,8 +478,12 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="also write FILE.md, FILE.tex, FILE.csv and the Pareto plot FILE.png")
     ap.add_argument("--docs", default=None, help="write each preset's page DOCS/NAME.md (and NAME.png) from the runs")
     args = ap.parse_args(argv)
-    # a key is a results column as given (`choice/attacker`) or a config value (`attacker.queries`)
-    by = [k if k.startswith(("config/", "choice/")) else f"config/{k}" for k in args.by] if args.by is not None else None
+    df = load(args.dirs)
+    by = [resolve_key(df, k) for k in args.by] if args.by is not None else None
+    for m in args.metrics or []:
+        if m not in df.columns:
+            near = difflib.get_close_matches(m, [c for c in df.columns if not c.startswith(("config/", "choice/"))], n=1)
+            raise SystemExit(f"error: --metrics {m}: no run has this metric" + (f" (did you mean {near[0]}?)" if near else ""))
     md = table(args.dirs, args.metrics, by)
     print(md + failed_section(args.dirs))
     if args.out:

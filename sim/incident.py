@@ -496,7 +496,8 @@ def prepare(cfg):
     if cfg.defense and "cluster" in cfg.defense:
         d = build(cfg.defense.cluster)
         cl = {"weights": d.weights, "min_weight": d.min_weight, "similarity": d.similarity, "min_size": d.min_size,
-              "min_requests": d.min_requests, "propagate": d.propagate, "ban_share": d.ban_share,
+              "min_requests": d.min_requests, "propagate": d.propagate,
+              "ban_share": d.ban_share if d.action == "ban" else None,  # the replay models bans, not flags
               "window_ticks": d.window_ticks,
               "score_every": d.score_every}
     users_cfg = OmegaConf.to_container(cfg.users, resolve=True)

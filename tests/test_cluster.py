@@ -58,3 +58,18 @@ def test_the_detector_bans_a_campaign_keeps_it_one_cluster_and_spares_a_nat():
     ctx.accounts[new.id], ctx.tick = new, 80
     acted = det.observe([{"tick": 80, "account": new.id, "prompt": "why 1+1", "response": "2 # 2"}], ctx)
     assert [a.account for a in acted] == ["h-new"] and ctx.clusters["h-new"] == ctx.clusters["h0"]
+
+
+def test_a_flagging_detector_flags_the_campaign_and_spreads_a_flag_to_its_cluster():
+    hydra = accounts("h", 6, lambda i: "185.0.0.1", lambda i: "185.0.0", "proxy", lambda i: f"pay-{i % 2}",
+                     lambda i: f"dev-{i}")
+    nat = accounts("n", 4, lambda i: "34.1.1.9", lambda i: "34.1.1", "datacenter", lambda i: f"npay-{i}",
+                   lambda i: f"ndev-{i}")
+    ctx = Context(tick=40, tick_minutes=10, accounts={a.id: a for a in hydra + nat})
+    rows = [{"tick": 40, "account": a.id, "prompt": "why 2+3", "response": "5 # 5"} for a in hydra + nat]
+    det = Cluster(weights=W, min_requests=99, action="flag")
+    acted = det.observe(rows, ctx)
+    assert {a.kind for a in acted} == {"flag"} and {a.account for a in acted} == {a.id for a in hydra}
+    ctx.flagged["n0"] = 40  # another detector flags one person behind the NAT: the flag spreads, no ban
+    acted = det.observe([], ctx)
+    assert {(a.kind, a.account) for a in acted} == {("flag", f"n{i}") for i in range(1, 4)}
