@@ -159,9 +159,13 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False,
         torch.set_num_threads(int(cfg.threads))
         return incident.run(cfg, out, log=log)
     world = World(cfg)  # every bad value stops here, before any compute
+    external = load_harvest(cfg.harvest) if cfg.get("harvest") else None
     torch.set_num_threads(int(cfg.threads))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if external is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        return distil_external(world, cfg, out, external, timings, t0, log)
 
     cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"
     teacher, card = teachers.load(world.teacher_spec, world.suite, cache, log=log)
@@ -263,3 +267,71 @@ def distilled(world, out, teacher, card, train_set, attacker, cache, timings, lo
         "student/trainable_params": train_stats["trainable_params"],
         "student/steps": train_stats["steps"],
     }
+
+
+def load_harvest(path) -> "datasets.Dataset":
+    """An external harvest (`harvest=<path>`): a JSONL file of {request|prompt, response}
+    objects (what an attack script kept from the endpoint of `experiments.serve`), or a
+    directory saved by `datasets` (a run's `harvest/`). Checked before any compute."""
+    import json
+
+    import datasets
+
+    p = Path(str(path))
+    if p.is_dir():
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except Exception as e:
+            raise ConfigError(f"harvest={p}: not a saved dataset ({str(e).splitlines()[0]})") from None
+    elif p.is_file():
+        rows = []
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except ValueError:
+                raise ConfigError(f"harvest={p}: line {i} is not JSON") from None
+            request = r.get("request", r.get("prompt")) if isinstance(r, dict) else None
+            if not isinstance(request, str) or not isinstance(r.get("response"), str):
+                raise ConfigError(f"harvest={p}: line {i} needs string `request` (or `prompt`) and `response`")
+            rows.append({"request": request, "response": r["response"]})
+        ds = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"request": [], "response": []})
+    else:
+        raise ConfigError(f"harvest={p}: no such file or directory")
+    if not {"request", "response"} <= set(ds.column_names):
+        raise ConfigError(f"harvest={p}: needs `request` and `response` columns (has {ds.column_names})")
+    from teachers.vocab import CharTokenizer
+
+    tok = CharTokenizer()
+    for i, (q, r) in enumerate(zip(ds["request"], ds["response"])):
+        try:
+            tok.encode(q + r)
+        except ValueError as e:
+            raise ConfigError(f"harvest={p}: row {i}: {e}") from None
+    return ds
+
+
+def distil_external(world, cfg, out, harvest, timings, t0, log) -> dict:
+    """The configured student trained on a harvest made elsewhere and scored as in a run (no
+    traffic: the attacker's and the world's metrics are left out)."""
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"
+    teacher, card = teachers.load(world.teacher_spec, world.suite, cache, log=log)
+    timings["teacher_load_s"] = time.perf_counter() - t0
+    if world.student_spec is None:
+        raise ConfigError("harvest= with student=none: there is nothing to train")
+    log(f"harvest: {len(harvest):,} exchanges from {cfg.harvest}")
+    logger = build(cfg.logger, save_dir=str(out), **describe(cfg, cfg.logger, None)) if cfg.get("logger") else False
+    with opened(logger):
+        stub = type("Harvest", (), {"harvest": [dict(r) for r in harvest]})()
+        learned = distilled(world, out, teacher, card, harvest, stub, cache, timings, logger, log)
+    results = {**learned, "attacker/harvested": len(harvest), "harvest/path": str(cfg.harvest),
+               "teacher/hash": card["hash"], "teacher/params": teacher.num_parameters(),
+               **{f"seeds/{k}": v for k, v in world.seeds.items()}, "seed": int(cfg.seed), "git/commit": git_commit(),
+               "config_hash": config_hash(cfg),
+               **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())}, **flat_config(cfg)}
+    write_json(out / "teacher_card.json", card)
+    timings["total_s"] = time.perf_counter() - t0
+    write_json(out / "timings.json", timings)
+    write_json(out / "results.json", results)
+    return results

@@ -281,3 +281,18 @@ def test_results_are_strict_json_and_the_report_reads_nulls_skips_corrupt_files_
     assert str(tmp_path / "3" / "results.json") in messages and "counted once" in messages
     assert sorted(df["seed"]) == [0, 1, 2] and df["transfer/net"].dtype == float
     assert df["transfer/net"].isna().sum() == 2
+
+
+def test_a_harvest_made_elsewhere_is_distilled_and_scored(make_cfg, tmp_path):
+    sim.run(make_cfg("attacker.queries=16", "users=none"), tmp_path / "run")
+    rows = [{"prompt": "why calc 1+2", "response": "ok 1+2=3 thus #3"}] * 12
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    for source, n in ((tmp_path / "run" / "harvest", 16), (tmp_path / "h.jsonl", 12)):
+        res = sim.run(make_cfg(f"harvest={source}"), tmp_path / f"ext-{n}")
+        assert res["attacker/harvested"] == n and "transfer/net" in res and res["student/steps"] > 0
+        assert "utility/relative" not in res  # no traffic was simulated
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "calc 1+1", "response": "ÿ"}\n')
+    for bad, message in ((tmp_path / "nothing.jsonl", "no such file"), (tmp_path / "bad.jsonl", "row 0")):
+        with pytest.raises(ValueError, match=message):
+            sim.run(make_cfg(f"harvest={bad}"), tmp_path / "refused")
+        assert not (tmp_path / "refused" / "results.json").exists()
