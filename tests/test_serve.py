@@ -114,3 +114,37 @@ def test_the_log_is_the_runs_log(served):
     attack = server.keys["sk-attack"].account.id
     assert set(log.loc[log["account"] == attack, "truth/kind"]) == {"attack"}
     assert (log["status"] == "blocked").any() and (log["status"] == "served").any()
+
+
+def test_fuzzed_bodies_never_crash_the_server_or_its_log(served):
+    import httpx
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    server, url = served
+    values = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True),
+                       st.text(max_size=30), st.lists(st.dictionaries(st.sampled_from(["role", "content"]),
+                                                                     st.text(max_size=20)), max_size=3))
+    keys = st.sampled_from(["model", "messages", "prompt", "max_tokens", "temperature", "seed", "n", "stop",
+                            "logprobs", "top_logprobs", "stream", "extra"])
+    bodies = st.one_of(st.dictionaries(keys, values, max_size=6).map(lambda d: json.dumps(d).encode()),
+                       st.binary(max_size=200))
+    http = httpx.Client(timeout=60, headers={"Authorization": "Bearer sk-fuzz"})
+    server.cfg.serve.open_signup = True  # every fuzz request from a key the server has never seen before this
+    statuses = []
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(body=bodies, route=st.sampled_from(["/chat/completions", "/completions"]))
+    def fuzz(body, route):
+        r = http.post(url + route, content=body)
+        statuses.append(r.status_code)
+        assert r.status_code in (200, 400, 413, 429), (r.status_code, body, r.text[:200])
+        if r.status_code != 200:
+            assert set(r.json()["error"]) >= {"message", "type", "code"}
+
+    n_log = len(server.gateway.log)
+    fuzz()
+    ok = http.post(url + "/chat/completions", json={"messages": [{"role": "user", "content": "calc 2+2"}], "max_tokens": 6})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] is not None
+    assert statuses.count(400) > 10 and len(server.gateway.log) >= n_log + 1  # the log took the good one
+    server.save()  # and still writes
