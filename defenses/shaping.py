@@ -92,7 +92,10 @@ class Shaping(Defense):
             k = self.logprob_top_k or None
             d = self.logprob_decimals
             tops = [[(t, round(v, d) if d is not None else v) for t, v in pos[:k]] for pos in tops]
-        text = join(steps, answer) if ANSWER_MARK in completion.text else completion.text
+        if ANSWER_MARK in completion.text:
+            text = join(steps, answer)
+        else:  # cut off before the answer, or a model that never marks one: all of it is reasoning
+            text = "" if self._hide(request, ctx) else completion.text
         if text == completion.text and tops is completion.top_logprobs:
             return completion
         # log-probs of dropped text no longer line up with it: an API would not return them

@@ -72,20 +72,32 @@ class Verifier:
     """An identity-verification vendor: the one place where the truth about an identity is
     used, and only through a noisy verdict. A fraudulent identity passes a check of catch
     rate p with probability 1 - p; a genuine one is wrongly refused with probability q.
-    Defenses get the verdict, never the truth."""
+    Defenses get the verdict, never the truth.
+
+    No check is perfect (p is at most `MAX_CATCH`, q at least `MIN_FALSE_REJECT`), and each
+    identity carries one draw u, fixed when it registers: a check fails when u < p (fraudulent)
+    or u < q (genuine). Asking again, or with other rates, cannot average the noise away: no
+    combination of checks is wrong less often than the best single one."""
+
+    MAX_CATCH, MIN_FALSE_REJECT = 0.99, 0.001
 
     def __init__(self, seed: int):
         import random
 
         self._fraudulent: dict[str, bool] = {}
+        self._u: dict[str, float] = {}
         self._rng = random.Random(f"verifier-{seed}")
 
     def register(self, account_id: str, fraudulent: bool) -> None:
         self._fraudulent[account_id] = fraudulent
+        self._u.setdefault(account_id, self._rng.random())
 
     def passes(self, account_id: str, catch: float, false_reject: float) -> bool:
-        p_fail = catch if self._fraudulent.get(account_id, False) else false_reject
-        return self._rng.random() >= p_fail
+        if account_id not in self._u:  # never registered: nothing to verify against
+            return False
+        if self._fraudulent[account_id]:
+            return self._u[account_id] >= min(catch, self.MAX_CATCH)
+        return self._u[account_id] >= max(false_reject, self.MIN_FALSE_REJECT)
 
 
 class Gateway:
@@ -131,7 +143,7 @@ class Gateway:
             return "no such account"
         if aid in self.ctx.banned:
             return "banned"
-        if self.ctx.throttled.get(aid, -1) > req.tick:
+        if self.ctx.throttled.get(aid, -1) > self.ctx.tick:  # now, not when it was first asked (delays)
             return "throttled"
         return self.stack.check(req, self.ctx)
 
