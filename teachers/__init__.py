@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -80,10 +82,20 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
     key = teacher_hash(spec, suite)
     for path in (shipped, Path(cache_dir) / key):
         card_file = path / "card.json"
-        if card_file.exists():
+        if not path.exists():
+            continue
+        try:
             card = json.loads(card_file.read_text())
-            if card.get("hash") == key:
-                return CharLM.load(path), card
+            if card.get("hash") != key:
+                continue
+            return CharLM.load(path), card
+        except Exception as e:  # a truncated, random or half-written checkpoint
+            why = f"{path}: not a readable {what} checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            if path == shipped:
+                raise ValueError(f"{why}; restore it (git checkout {path}) or retrain it (make {what})") from None
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            os.replace(path, aside)
+            log(f"warning: {why}; moved aside to {aside.name} and rebuilt")
     log(f"training {what} {key} ({spec.steps} steps); cached in {Path(cache_dir) / key}")
     lm, stats = spec.train(suite, progress=progress)
     card = make_card(lm, suite, spec.max_new_tokens)

@@ -260,9 +260,17 @@ class CharLM:
     @classmethod
     def load(cls, path: str | Path) -> "CharLM":
         """A checkpoint directory: ours (char vocabulary) or any local Hugging Face causal LM."""
+        path = Path(path)
+        try:
+            return cls._load(path)
+        except Exception as e:  # missing, truncated, random bytes, malformed: one line naming it
+            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+
+    @classmethod
+    def _load(cls, path: Path) -> "CharLM":
         from transformers import AutoModelForCausalLM
 
-        path = Path(path)
         spec = json.loads((path / "tokenizer.json").read_text()) if (path / "tokenizer.json").exists() else {}
         if "chars" in spec:
             tok = CharTokenizer(spec["chars"])

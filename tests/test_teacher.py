@@ -84,3 +84,31 @@ def test_a_tiny_teacher_is_trained_once_then_loaded_from_cache(make_cfg, teacher
     assert set(card1["explain"]) == set(card1["private"]["explain"]) == set(world.suite.skills)
     assert all(len(by_d) == 5 for by_d in card1["explain"].values())
     assert set(card1["entropy"]) <= {"voice", "step", "answer"} and card1["entropy"]["answer"] >= 0
+
+
+def test_a_corrupt_cache_entry_is_moved_aside_and_rebuilt_and_a_bad_checkpoint_is_named(make_cfg, teacher_cache,
+                                                                                          tmp_path):
+    import shutil
+
+    import pytest
+
+    import teachers
+    from teachers.lm import CharLM
+
+    world = World(make_cfg())
+    lm, card = teachers.load(world.teacher_spec, world.suite, teacher_cache, log=lambda *a: None)
+    cache = tmp_path / "cache"
+    shutil.copytree(teacher_cache / card["hash"], cache / card["hash"])
+    weights = cache / card["hash"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a checkpoint cut short
+    lines = []
+    again, card2 = teachers.load(world.teacher_spec, world.suite, cache, log=lines.append)
+    assert card2["hash"] == card["hash"] and any("not a readable teacher checkpoint" in line and "moved aside" in line
+                                                 for line in lines)
+    assert list(cache.glob(f"{card['hash']}.corrupt-*")) and (cache / card["hash"] / "model.safetensors").exists()
+    for broken in (tmp_path / "missing", tmp_path / "random"):
+        if broken.name == "random":
+            broken.mkdir()
+            (broken / "config.json").write_bytes(bytes(range(256)) * 4)
+        with pytest.raises(ValueError, match=f"{broken}: not a readable checkpoint"):
+            CharLM.load(broken)
