@@ -86,6 +86,48 @@ class World:
         for actor, stream in ((self.users, "world"), (self.attacker, "attacker")):
             actor.bind(self.suite, self.clock, network, self.seeds[stream], users=self.users)
 
+    # rates measured on the 2-core reference machine (docs/performance.md): the 0.8M-parameter
+    # teacher serves ~250 explained questions/s, and training runs ~60 GFLOP/s (6 x parameters
+    # per token, ~150 tokens an exchange). Estimates only: they say "minutes" or "hours".
+    SERVE_QPS, TRAIN_FLOPS, TOKENS, TEACHER_PARAMS = 250.0, 6e10, 150, 825_000
+
+    @staticmethod
+    def params(spec) -> float:
+        n, d = getattr(spec, "n_layer", 4), getattr(spec, "n_embd", 128)
+        return 12 * n * d * d + 64 * d
+
+    def estimate(self, cache: Path) -> dict[str, float]:
+        """Seconds each phase of this run should take (see the rates above), before any compute."""
+        import teachers as registry
+
+        def trained(spec, shipped) -> bool:
+            if getattr(spec, "checkpoint", None) or getattr(spec, "path", None):
+                return True
+            key = registry.teacher_hash(spec, self.suite)
+            return any((p / "card.json").exists() and key in (p / "card.json").read_text() for p in (shipped, cache / key))
+
+        def training(spec) -> float:
+            return spec.steps * spec.batch_size * self.TOKENS * 6 * self.params(spec) / self.TRAIN_FLOPS
+
+        out = {}
+        if not trained(self.teacher_spec, registry.SHIPPED):
+            out["teacher training"] = training(self.teacher_spec)
+        mix = float(getattr(self.attacker, "mix", 0.0))
+        requests = self.attacker.queries / max(1e-9, 1 - mix) + 10 * self.users.n_users * self.clock.days
+        out["traffic"] = requests / self.SERVE_QPS * self.params(self.teacher_spec) / self.TEACHER_PARAMS
+        spec = self.student_spec
+        if spec is not None:
+            base = getattr(spec, "base", None)
+            if base is not None:
+                from students.base import SHIPPED_BASE
+
+                if not trained(base, SHIPPED_BASE):
+                    out["base training"] = training(base)
+            steps = spec.schedule(int(0.9 * self.attacker.queries))
+            out["student"] = steps * spec.batch_size * self.TOKENS * 6 * self.params(spec) / self.TRAIN_FLOPS
+            out["evaluation"] = 3 * len(self.suite.eval_set) / self.SERVE_QPS
+        return out
+
     def _limits(self, cfg: DictConfig) -> None:
         """Values that are each fine alone but not together."""
         from teachers.vocab import CharTokenizer
@@ -160,6 +202,18 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False,
         return incident.run(cfg, out, log=log)
     world = World(cfg)  # every bad value stops here, before any compute
     external = load_harvest(cfg.harvest) if cfg.get("harvest") else None
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"
+    work = world.estimate(cache)
+    total = sum(work.values()) / 60
+    limit = cfg.get("max_work_minutes", 240)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+        raise ConfigError(f"max_work_minutes={limit!r} must be a positive number")
+    parts = ", ".join(f"{k} ~{v / 60:.0f} min" for k, v in work.items() if v >= 30)
+    if total > limit:
+        raise ConfigError(f"max_work_minutes={limit}: this run would take about {total:.0f} min on 2 cores ({parts}); "
+                          f"raise max_work_minutes to run it anyway, or make it smaller")
+    if total >= 10:  # a long legitimate run says so before it starts
+        log(f"estimate: about {total:.0f} min on 2 cores ({parts})")
     torch.set_num_threads(int(cfg.threads))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -167,7 +221,6 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False,
         out.mkdir(parents=True, exist_ok=True)
         return distil_external(world, cfg, out, external, timings, t0, log)
 
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"
     teacher, card = teachers.load(world.teacher_spec, world.suite, cache, log=log)
     timings["teacher_load_s"] = time.perf_counter() - t0
 

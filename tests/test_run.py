@@ -296,3 +296,13 @@ def test_a_harvest_made_elsewhere_is_distilled_and_scored(make_cfg, tmp_path):
         with pytest.raises(ValueError, match=message):
             sim.run(make_cfg(f"harvest={bad}"), tmp_path / "refused")
         assert not (tmp_path / "refused" / "results.json").exists()
+
+
+def test_a_run_estimated_past_max_work_is_refused_before_compute(make_cfg, tmp_path):
+    from sim.records import ConfigError
+
+    with pytest.raises(ConfigError, match=r"max_work_minutes=5: this run would take about \d+ min .*teacher training"):
+        sim.run(make_cfg("teacher.steps=200000", "max_work_minutes=5"), tmp_path)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="max_work_minutes=0"):
+        sim.run(make_cfg("max_work_minutes=0"), tmp_path)
