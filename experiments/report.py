@@ -82,12 +82,19 @@ def load(dirs) -> pd.DataFrame:
 
 
 def failures(dirs) -> list[tuple[str, str]]:
-    """(job directory, error) of every job that recorded an error.json and has no results."""
+    """(job directory, why) of every job without results: one that recorded an error.json
+    (an exception, or interrupted by Ctrl-C or SIGTERM), and one that left only Hydra's
+    `.hydra/` behind (killed by SIGKILL or the OOM killer, or still running)."""
     out = []
     for d in map(Path, dirs):
-        for f in sorted(d.rglob("error.json")) if d.is_dir() else []:
-            if not (f.parent / "results.json").exists():
-                out.append((str(f.parent), json.loads(f.read_text()).get("error", "?")))
+        for job in sorted({f.parent.parent for f in d.rglob(".hydra/config.yaml")}) if d.is_dir() else []:
+            if (job / "results.json").exists():
+                continue
+            try:
+                why = json.loads((job / "error.json").read_text()).get("error", "?")
+            except (OSError, ValueError):
+                why = "no results.json and no error.json: killed (SIGKILL, out of memory) or still running"
+            out.append((str(job), why))
     return out
 
 

@@ -97,9 +97,20 @@ def main(cfg: DictConfig) -> float:
         if previous.get("config_hash") == key:
             print(f"skipped {out}: results.json exists for this config ({key})")
             return headline(previous)
+    import signal
+
+    def terminated(signum, frame):  # a scheduler's SIGTERM: as Ctrl-C, the job is marked interrupted
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         # a sweep's runs share a group (its directory's name) in loggers that browse runs
         results = sim.run(cfg, out, progress=sys.stderr.isatty(), group=Path(hc.sweep.dir).name if sweep else None)
+    except KeyboardInterrupt as e:
+        write_json(out / "error.json", {"config_hash": key, "error": f"interrupted ({e.args[0] if e.args else 'SIGINT'})",
+                                        "interrupted": True})
+        print(f"error: job {out} interrupted; rerun to run it again", file=sys.stderr)
+        raise
     except Exception as e:
         if sweep:  # the sweep goes on; the error stays in the job's directory for the report
             write_json(out / "error.json", {"config_hash": key, "error": f"{type(e).__name__}: {e}",

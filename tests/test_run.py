@@ -306,3 +306,17 @@ def test_a_run_estimated_past_max_work_is_refused_before_compute(make_cfg, tmp_p
     assert not any(tmp_path.iterdir())
     with pytest.raises(ConfigError, match="max_work_minutes=0"):
         sim.run(make_cfg("max_work_minutes=0"), tmp_path)
+
+
+def test_the_report_lists_jobs_that_failed_were_interrupted_or_killed(tmp_path):
+    from sim.records import write_json
+
+    for job in ("0", "1", "2"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    write_json(tmp_path / "0" / "results.json", {"transfer/net": 0.5, "seed": 0})
+    write_json(tmp_path / "1" / "error.json", {"error": "interrupted (SIGTERM)", "interrupted": True})
+    failed = dict(report.failures([tmp_path]))  # job 2 left nothing: killed by SIGKILL or the OOM killer
+    assert set(failed) == {str(tmp_path / "1"), str(tmp_path / "2")}
+    assert "interrupted" in failed[str(tmp_path / "1")] and "killed" in failed[str(tmp_path / "2")]
+    assert "Failed jobs" in report.failed_section([tmp_path])
