@@ -208,11 +208,27 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
         "detection/ticks_to_first_ban": first_ban - first_query if attack_bans else float("nan"),
         "detection/leaked_before_ban": int((served_attack["tick"] < first_ban).sum()),
         "detection/cluster_ari": adjusted_rand_index(truth, found),
+        "detection/cluster_purity": cluster_purity(active, truth, found, banned),
         "traffic/exchanges": len(log),
         "traffic/served": int((log["status"] == "served").sum()),
         "traffic/blocked": int((log["status"] != "served").sum()),
         "traffic/cover": int((log["truth/kind"] == "cover").sum()),
     }
+
+
+def cluster_purity(accounts, truth, found, banned: set) -> float:
+    """Attribution of the bans: over the detected clusters with a banned member, the share of
+    their accounts that belong to the cluster's largest true group (one campaign, or one
+    person); NaN when no banned account is in a cluster. 1.0: every banned cluster is one
+    campaign's accounts and nobody else's."""
+    import pandas as pd
+
+    df = pd.DataFrame({"account": list(accounts), "truth": list(truth), "found": list(found)})
+    df = df[df["found"] != df["account"]]  # in a detected cluster (an unclustered account is its own label)
+    df = df[df["found"].isin(set(df.loc[df["account"].isin(banned), "found"]))]
+    if df.empty:
+        return float("nan")
+    return float(df.groupby("found")["truth"].agg(lambda t: t.value_counts().iloc[0]).sum() / len(df))
 
 
 def adjusted_rand_index(truth, predicted) -> float:

@@ -77,3 +77,14 @@ def test_kb_coverage_counts_facts_asked_about():
     asked = [Problem("kb", 1, "kb b city", "x", "", ("b.city=x",)), Problem("arith", 1, "calc 1+1", "2", "")]
     assert metrics.kb_coverage(FakeSuite(ev), asked) == 1 / 3
     assert metrics.kb_coverage(FakeSuite(ev), []) == 0.0
+
+
+def test_cluster_purity_reads_the_banned_clusters_attribution():
+    from sim.metrics import cluster_purity
+
+    acc = ["h1", "h2", "h3", "u1", "u2", "n1", "n2"]
+    truth = ["attacker", "attacker", "attacker", "u1", "u2", "n1", "n2"]
+    found = ["c1", "c1", "c1", "c1", "u2", "c2", "c2"]  # u2 unclustered; c1 took one person with the campaign
+    assert cluster_purity(acc, truth, found, {"h1"}) == 0.75
+    assert cluster_purity(acc, truth, found, {"h1", "n1"}) == (3 + 1) / 6
+    assert cluster_purity(acc, truth, found, {"u2"}) != cluster_purity(acc, truth, found, {"u2"})  # NaN: no cluster
