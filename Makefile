@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 # the main job: no defenses against the full stack, attacked by a hydra; prints the table and
 # where the report and its Pareto plot are
 run: $(STAMP)
-	$(PY) experiments/run.py -m experiment=defense_comparison $(ARGS)
+	$(PY) experiments/run.py -m experiment=defense_comparison hydra/launcher=joblib hydra.launcher.n_jobs=2 threads=1 $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 $(ARGS)

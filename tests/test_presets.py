@@ -94,3 +94,12 @@ def test_pairs_match_every_setting_the_check_does_not_fix():
     held, text = report.verdict(df, {"metric": "transfer/net", "higher": {"attacker.queries": 4000},
                                      "than": {"attacker.queries": 250}})
     assert held is True and "n = 10" in text
+
+
+def test_presets_carry_no_launcher_settings():
+    # a preset is a sweep grid: where and how its jobs run (joblib, submitit, slurm, ray) is the user's call
+    for name in PRESETS:
+        text = (EXPERIMENTS / f"{name}.yaml").read_text()
+        spec = OmegaConf.load(EXPERIMENTS / f"{name}.yaml")
+        assert "/hydra/launcher" not in text and OmegaConf.select(spec, "hydra.launcher") is None, name
+        assert "threads" not in spec, name
