@@ -4,8 +4,8 @@ Tables come only from `results.json` files (found recursively, so a Hydra multir
 works); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped
 by every config value that differs between them, except the seeds (or by `--by KEY...`); each
 cell is the mean ± the half-width of its 95% confidence interval over the group's seeds
-(Student's t with n - 1 degrees of freedom), with n, and each metric carries the direction that
-is better for its side (↑/↓).
+(Student's t with n - 1 degrees of freedom), with n; columns are labelled (`LABELS`) with the
+direction the defender wants (↓ lower, ↑ higher; none: context).
 
 A preset's checks are paired tests: two groups are matched run by run on their seed streams
 (`seeds/*`: arms that share every stream but the one they vary), and a claim **holds** when the
@@ -28,12 +28,33 @@ from pathlib import Path
 
 import pandas as pd
 
-# the better direction for the side a metric measures: transfer, fidelity and coverage the
-# attacker's; utility and detection the defender's (no arrow: context, not a score)
-ARROWS = {"transfer": "↑", "fidelity": "↑", "student/acc": "↑", "student/private_acc": "↑",
-          "student/public_acc": "↑", "coverage": "↑", "utility/relative": "↑",
-          "utility/false_ban_rate": "↓", "detection/precision": "↑", "detection/recall": "↑",
-          "detection/ticks_to_first_ban": "↓", "detection/leaked_before_ban": "↓"}
+# metric -> (column label, the direction the defender wants: ↓ lower, ↑ higher, "" context).
+# One table for the Markdown and LaTeX headers and the plot's axes; the CSV keeps the keys.
+LABELS = {
+    "transfer/net": ("transfer", "↓"), "fidelity": ("fidelity", "↓"), "coverage/kb": ("kb coverage", "↓"),
+    "student/acc": ("student acc.", "↓"), "student/private_acc": ("student private acc.", "↓"),
+    "student/public_acc": ("student public acc.", ""), "teacher/private_acc": ("teacher private acc.", ""),
+    "base/private_acc": ("base private acc.", ""), "utility/relative": ("utility", "↑"),
+    "utility/false_ban_rate": ("false bans", "↓"), "detection/precision": ("precision", "↑"),
+    "detection/recall": ("recall", "↑"), "detection/ticks_to_first_ban": ("ticks to first ban", "↓"),
+    "detection/leaked_before_ban": ("leaked before ban", "↓"), "detection/cluster_ari": ("cluster ARI", "↑"),
+    "detection/cluster_purity": ("cluster purity", "↑"), "attacker/queries": ("queries", ""),
+    "attacker/accounts": ("accounts", ""), "attacker/harvested": ("harvested", "↓"), "attacker/banned": ("banned", "↑"),
+    "attacker/cost_usd": ("cost (USD)", "↑"), "attacker/cost_per_example": ("USD per example", "↑"),
+    "attacker/poisoned_fraction": ("poisoned share", "↑"), "watermark/student_z": ("student z", "↑"),
+    "watermark/student_p": ("student p", "↓"), "watermark/harvest_z": ("harvest z", "↑"),
+}
+
+
+def label(metric: str) -> str:
+    """The column label of a metric with the defender's direction (`transfer/<skill>` as
+    `transfer: <skill> ↓`; a metric the table does not know keeps its key)."""
+    if metric.startswith("transfer/") and metric not in LABELS:
+        return f"transfer: {metric.removeprefix('transfer/')} ↓"
+    name, arrow = LABELS.get(metric, (metric, ""))
+    return f"{name} {arrow}".strip()
+
+
 DEFAULT_METRICS = ("transfer/net", "student/public_acc", "fidelity", "coverage/kb", "student/private_acc",
                    "teacher/private_acc", "base/private_acc",
                    "utility/relative", "utility/false_ban_rate", "attacker/queries", "attacker/accounts",
@@ -177,8 +198,7 @@ def summarise(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
     out = []
     for row, g in _groups(df, by):
         for m in metrics:
-            arrow = ARROWS.get(m, ARROWS.get(m.split("/")[0], ""))
-            row[f"{m} {arrow}".strip()] = _fmt(g[m])
+            row[label(m)] = _fmt(g[m])
         out.append(row)
     return pd.DataFrame(out)
 
@@ -202,12 +222,30 @@ def numbers(df: pd.DataFrame, metrics=None, by=None) -> pd.DataFrame:
 
 
 def latex(summary: pd.DataFrame) -> str:
-    """booktabs LaTeX of the Markdown table (± and arrows as math)."""
-    tex = summary.astype(str).apply(lambda col: col.str.replace("±", r"$\pm$", regex=False))
+    """booktabs LaTeX of the Markdown table: ± and arrows as math, numbers right-aligned, the
+    best group of each column with a direction in bold, a caption with n and the CI method."""
+    import re
+
+    def mean(cell) -> float:
+        m = re.match(r"\s*(-?[0-9.]+(?:e[-+]?\d+)?)", str(cell))
+        return float(m.group(1)) if m else math.nan
+
+    tex = summary.astype(str).copy()
+    for col in summary.columns:
+        arrow = col.strip()[-1:] if col.strip()[-1:] in "↑↓" else ""
+        values = summary[col].map(mean)
+        if arrow and values.notna().sum() > 1 and values.nunique() > 1:
+            best = values.min() if arrow == "↓" else values.max()
+            tex[col] = [rf"\textbf{{{c}}}" if v == best else c for c, v in zip(tex[col], values)]
+    tex = tex.apply(lambda col: col.str.replace("±", r"$\pm$", regex=False).str.replace("_", r"\_", regex=False))
     tex.columns = [c.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("_", r"\_")
                    for c in tex.columns]
-    tex = tex.apply(lambda col: col.str.replace("_", r"\_", regex=False))
-    return tex.to_latex(index=False, escape=False)
+    n = sorted(set(summary["n"].astype(int))) if "n" in summary else []
+    caption = (f"Mean $\\pm$ half-width of the 95\\% confidence interval over n = {', '.join(map(str, n)) or '?'} "
+               "seeds (Student's t, n $-$ 1 degrees of freedom); $\\downarrow$/$\\uparrow$: the direction the "
+               "defender wants; the best group of each such column in bold.")
+    align = "".join("r" if summary[c].map(mean).notna().any() else "l" for c in summary.columns)
+    return tex.to_latex(index=False, escape=False, column_format=align, caption=caption, position="htbp")
 
 
 def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relative", y: str = "transfer/net") -> bool:
@@ -232,14 +270,14 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     ax.errorbar(nums[f"{x}/mean"], nums[f"{y}/mean"], xerr=nums[f"{x}/ci95"].fillna(0),
                 yerr=nums[f"{y}/ci95"].fillna(0), fmt="o", capsize=3)
     mid = (nums[f"{x}/mean"].min() + nums[f"{x}/mean"].max()) / 2
-    for (_, r), label in zip(nums.iterrows(), labels):
+    for (_, r), text in zip(nums.iterrows(), labels):
         right = r[f"{x}/mean"] > mid  # labels of right-hand points go left, inside the frame
-        ax.annotate(label, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points", xytext=(-4 if right else 4, 4),
+        ax.annotate(text, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points", xytext=(-4 if right else 4, 4),
                     ha="right" if right else "left", fontsize=7)
     front = frontier(list(zip(nums[f"{x}/mean"], nums[f"{y}/mean"])))
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="defender's frontier")
-    ax.set_xlabel(f"{x} →\n(legitimate service kept, as a fraction of the undefended service)")
-    ax.set_ylabel(f"{y} (the attacker's gain)\n(share of the teacher's private advantage the student closed)")
+    ax.set_xlabel(f"{label(x)}\n(legitimate service kept, as a fraction of the undefended service)")
+    ax.set_ylabel(f"{label(y)}\n(share of the teacher's private advantage the student closed)")
     ax.margins(x=0.2, y=0.15)  # room for the point labels
     ax.legend(fontsize=7)
     fig.tight_layout()

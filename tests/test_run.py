@@ -106,13 +106,13 @@ def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache
     assert len(list(sweep.rglob("results.json"))) == 4
     # the callback wrote the sweep's report when it ended
     assert {p.name for p in sweep.glob("report.*")} >= {"report.md", "report.tex", "report.csv"}
-    assert "transfer/net" in (sweep / "report.md").read_text() and r"\toprule" in (sweep / "report.tex").read_text()
+    assert "transfer ↓" in (sweep / "report.md").read_text() and r"\toprule" in (sweep / "report.tex").read_text()
     df = report.load([sweep])
     table = report.summarise(df)
     assert list(table["attacker.queries"]) == [16, 32] and list(table["n"]) == [2, 2]
     md = report.table([sweep])
     header, _, *rows = md.splitlines()
-    assert "transfer/net ↑" in header and "fidelity ↑" in header and len(rows) == 2
+    assert "transfer ↓" in header and "fidelity ↓" in header and len(rows) == 2
     assert "attacker/queries" not in header  # a metric that only echoes the grouping key is dropped
     out = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), "--out", str(tmp_path / "t.md")],
                          cwd=ROOT, capture_output=True, text=True)
@@ -128,7 +128,7 @@ def test_report_mean_and_95_ci_over_seeds(tmp_path):
     s = report.summarise(report.load([tmp_path]))
     assert list(s["attacker.queries"]) == [10, 20] and list(s["n"]) == [2, 1]
     # n = 2: the t quantile 12.706 x std 0.1414 / sqrt(2) = 1.271
-    assert s["transfer/net ↑"].tolist() == ["0.300 ± 1.271", "0.600"]
+    assert s["transfer ↓"].tolist() == ["0.300 ± 1.271", "0.600"]
     m, half, n = report.ci([0.1, 0.2, 0.3, 0.4, 0.5])
     assert n == 5 and m == pytest.approx(0.3) and half == pytest.approx(2.776 * 0.1581 / 5 ** 0.5, rel=1e-3)
 
@@ -156,6 +156,21 @@ def test_report_writes_latex_csv_and_a_pareto_plot(tmp_path):
     assert (tmp_path / "out" / "t.png").read_bytes()[:4] == b"\x89PNG"
     # poison is beaten by full on both axes: not on the defender's frontier
     assert report.frontier([(1.0, 0.31), (0.9, 0.05), (0.8, 0.2)]) == [(1.0, 0.31), (0.9, 0.05)]
+    # the Markdown and the CSV say the same numbers; the LaTeX bolds the defender's best, with a caption
+    md = (tmp_path / "out" / "t.md").read_text().splitlines()
+    none_row = next(r for r in md if r.startswith("| none"))
+    assert f"{csv.loc[1, 'transfer/net/mean']:.3f} ± {csv.loc[1, 'transfer/net/ci95']:.3f}" in none_row
+    tex = (tmp_path / "out" / "t.tex").read_text()
+    assert r"\textbf{0.050}" in tex and r"\textbf{1.000" in tex and r"\caption{Mean $\pm$" in tex
+    assert r"\toprule" in tex and r"transfer $\downarrow$" in tex
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex"):  # compile it where LaTeX is installed
+        doc = tmp_path / "out" / "doc.tex"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n")
+        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=doc.parent, capture_output=True)
+        assert p.returncode == 0 and (doc.parent / "doc.pdf").exists()
 
 
 def test_loggers_get_config_and_results_and_are_closed_when_a_job_crashes(make_cfg, tmp_path):
