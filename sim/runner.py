@@ -300,7 +300,7 @@ def distilled(world, out, teacher, card, train_set, attacker, cache, timings, lo
     base_rows = metrics.evaluate(student, world.suite, max_new_tokens=max_new)
     log(f"student: {student.num_parameters():,} parameters, up to {world.student_spec.steps} steps on the harvest")
     student, train_stats = world.student_spec.distill(student, train_set, seed=world.seeds["student"],
-                                                      logger=logger, suite=world.suite)
+                                                      logger=logger, suite=world.suite, log=log)
     log(f"student: {train_stats['steps']} steps in {train_stats['seconds']:.0f} s "
         f"(best validation loss at step {train_stats.get('best_step', '-')})")
     timings["student_train_s"] = train_stats["seconds"]

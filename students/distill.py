@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -220,14 +221,33 @@ class BestWeights(L.Callback):
             pl_module.model.load_state_dict(self.state)
 
 
+class ProgressLines(L.Callback):
+    """One line every `every` steps (step, loss, best validation loss so far, elapsed): progress
+    that reads the same in a terminal, a sweep's job log and a cluster's output file."""
+
+    def __init__(self, every: int, log=print):
+        self.every, self.write, self.t0 = every, log, None
+
+    def on_train_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every == 0 or step == trainer.max_steps:
+            loss = trainer.callback_metrics.get("train/loss")
+            val = trainer.callback_metrics.get("val/loss")
+            self.write(f"student: step {step}/{trainer.max_steps}" + (f", loss {float(loss):.3f}" if loss is not None else "")
+                     + (f", val {float(val):.3f}" if val is not None else "")
+                     + f", {time.perf_counter() - self.t0:.0f} s")
+
+
 def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size: int, lr: float, seed: int,
           logger=False, val: list[dict] = (), val_every: int = 100, patience: int = 3, replay=None,
-          replay_share: float = 0.0) -> dict:
+          replay_share: float = 0.0, progress_every: int = 0, log=print) -> dict:
     """Up to `steps` optimiser steps on length-bucketed batches of `examples` (a share
     `replay_share` of each batch drawn from `replay(rng) -> example`); with a validation split
     `val`, `val/loss` every `val_every` steps, early stopping after `patience` checks without a
     new best, and the best weights kept. Deterministic on CPU for a seed."""
-    import time
 
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -239,11 +259,11 @@ def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size
     loader = DataLoader(Batches(examples, n_harvest, seed, replay, n_replay), batch_size=None, collate_fn=collate,
                         num_workers=0)
     module = (ValidatedDistillModule if val else DistillModule)(model, recipe, lr=lr, max_steps=steps)
-    callbacks, val_loader = [], None
+    callbacks, val_loader = ([ProgressLines(progress_every, log)] if progress_every else []), None
     if val:
         val_loader = DataLoader(sorted(val, key=lambda e: len(e["ids"])), batch_size=batch_size, collate_fn=collate)
         best = BestWeights()
-        callbacks = [EarlyStopping("val/loss", patience=patience, mode="min", check_finite=False), best]
+        callbacks += [EarlyStopping("val/loss", patience=patience, mode="min", check_finite=False), best]
     trainer = L.Trainer(
         max_steps=steps, max_epochs=-1, accelerator="cpu" if not torch.cuda.is_available() else "auto", devices=1,
         deterministic=True, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
@@ -337,7 +357,7 @@ class Student(ABC):
         per_batch = max(1, self.batch_size - (int(round(self.batch_size * self.replay)) if replay else 0))
         return int(min(self.steps, max(self.min_steps, math.ceil(self.epochs * n_train / per_batch))))
 
-    def distill(self, student: CharLM, harvest, seed: int, logger=False, suite=None) -> tuple[CharLM, dict]:
+    def distill(self, student: CharLM, harvest, seed: int, logger=False, suite=None, log=print) -> tuple[CharLM, dict]:
         """Fit `student` on a harvest (a datasets.Dataset with request/response columns, and
         top_tokens/top_logprobs when the API exposed them): a validation split by distinct
         prompt, early stopping on it with the best weights kept, steps that scale with the
@@ -363,6 +383,7 @@ class Student(ABC):
             stats = train(student.model, [examples[i] for i in train_idx], self.recipe,
                           steps=self.schedule(len(train_idx), replay is not None), batch_size=self.batch_size, lr=self.lr, seed=seed,
                           logger=logger, val=[examples[i] for i in val_idx], val_every=self.val_every,
-                          patience=self.patience, replay=replay, replay_share=self.replay)
+                          patience=self.patience, replay=replay, replay_share=self.replay,
+                          progress_every=self.val_every, log=log)
             stats.update(train_exchanges=len(train_idx), val_exchanges=len(val_idx))
         return self.finish(student), {**stats, "trainable_params": trainable}
