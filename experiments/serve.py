@@ -150,6 +150,7 @@ class Server:
         self.gateway = Gateway(self.teacher, self.world.stack, seed=self.world.seeds["world"], **self.world.gateway_cfg)
         if self.cfg.serve["keys"]:  # item access: `.keys` is the mapping's method
             self.keys = load_keys(self.cfg.serve["keys"], self.network, self.gateway.open_account)
+        self.kinds = {k.account.id: k.kind for k in self.keys.values()}  # the log's truth, by account
         self.ready = True
 
     def tick(self) -> int:
@@ -163,6 +164,7 @@ class Server:
                 raise APIError(401, "unknown API key", "invalid_request_error", "invalid_api_key")
             with self.lock:  # a new key is a fresh free account at the client's address, through admit
                 self.keys[key] = new_key(key, self.network, self.gateway.open_account, {"ip": ip} if ip else None)
+                self.kinds[self.keys[key].account.id] = self.keys[key].kind
         k = self.keys[key]
         if not k.admitted:
             raise APIError(403, "this account was not admitted (identity verification)", "permission_denied",
@@ -184,8 +186,8 @@ class Server:
             for p in batch:
                 groups.setdefault(p.temperature, []).append(p)
             for temperature, group in groups.items() or [(self.gateway.temperature, [])]:
-                for p in group:
-                    p.rid = self.gateway.next_id + group.index(p)
+                for k, p in enumerate(group):
+                    p.rid = self.gateway.next_id + k
                     self.waiting[p.rid] = p
                 base = self.gateway.temperature
                 self.gateway.temperature = temperature
@@ -196,7 +198,7 @@ class Server:
                     self.gateway.temperature = base
                 for e, row in zip(exchanges, self.gateway.log[start:]):
                     p = self.waiting.pop(e.request.id, None)
-                    kind = self.kind_of(e.request.account.id)
+                    kind = self.kinds.get(e.request.account.id, "user")
                     self.rows.append({"truth/kind": kind, "truth/actor": "client"})
                     if p is not None:
                         p.loop.call_soon_threadsafe(_resolve, p.future, e)
@@ -204,15 +206,7 @@ class Server:
                 self.gateway.observe(tick)
             self.tick_seen = tick
 
-    def kind_of(self, account_id: str) -> str:
-        for k in self.keys.values():
-            if k.account.id == account_id:
-                return k.kind
-        return "user"
-
     async def ask(self, key: Key, prompt: str, temperature: float):
-        from sim.gateway import Exchange  # noqa: F401  (the future's result)
-
         loop = asyncio.get_running_loop()
         p = Pending(key, prompt, temperature, loop.create_future(), loop)
         self.queue.append(p)

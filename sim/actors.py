@@ -8,6 +8,7 @@ problem, whether it is distillation traffic). The gateway and the defenses never
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from sim.accounts import Account, Network
@@ -43,7 +44,7 @@ def answer_of(exchange) -> str:
     return final_answer(exchange.response) if exchange.status == "served" else ""
 
 
-class Actor:
+class Actor(ABC):
     """Base class: `bind` before the clock starts, then `open_accounts`, then per tick
     `requests` and `receive`. Requests of kind "user" are what `utility/*` measures; the
     accounts of a non-`legit` actor are the ones detection should find."""
@@ -55,11 +56,13 @@ class Actor:
         self.suite, self.clock, self.network = suite, clock, network
         self.rng = random.Random(f"{self.name}-{seed}")
 
+    @abstractmethod
     def open_accounts(self, gateway, tick: int) -> None:
-        raise NotImplementedError
+        """Open this actor's accounts at the start (through the gateway's admit)."""
 
+    @abstractmethod
     def requests(self, tick: int) -> list[Ask]:
-        raise NotImplementedError
+        """This tick's requests."""
 
     def owned_accounts(self) -> list[Account]:
         """Every account this actor opened (ground truth for detection metrics)."""

@@ -249,7 +249,8 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False,
     with opened(logger):
         learned = {}
         if world.student_spec is not None:  # student=none: traffic, detection and utility only
-            learned = distilled(world, out, teacher, card, train_set, attacker, cache, timings, logger, log)
+            learned = distilled(world, out, teacher, card, train_set, [(h["request"], h["response"]) for h in attacker.harvest],
+                                cache, timings, logger, log)
         results = {
             **learned,
             "coverage/kb": metrics.kb_coverage(world.suite, attacker.asked) if "kb" in world.suite.skills else float("nan"),
@@ -283,7 +284,7 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False,
     return results
 
 
-def distilled(world, out, teacher, card, train_set, attacker, cache, timings, logger, log) -> dict:
+def distilled(world, out, teacher, card, train_set, served, cache, timings, logger, log) -> dict:
     """The student trained on the harvest and scored with the teacher and its own base on the
     same held-out set: `transfer/*`, `fidelity`, the watermark audit, `eval.csv`."""
     import pandas as pd
@@ -315,7 +316,7 @@ def distilled(world, out, teacher, card, train_set, attacker, cache, timings, lo
         **metrics.transfer(teacher_rows, student_rows, base_rows, boundary=world.boundary),
         "fidelity": metrics.fidelity(teacher_rows, student_rows),
         "watermark/student_z": float("nan"), "watermark/student_p": float("nan"),
-        **world.stack.audit(student, world.suite, [(h["request"], h["response"]) for h in attacker.harvest]),
+        **world.stack.audit(student, world.suite, served),  # the watermark reads what was served
         "student/params": student.num_parameters(),
         "student/trainable_params": train_stats["trainable_params"],
         "student/steps": train_stats["steps"],
@@ -376,8 +377,8 @@ def distil_external(world, cfg, out, harvest, timings, t0, log) -> dict:
     log(f"harvest: {len(harvest):,} exchanges from {cfg.harvest}")
     logger = build(cfg.logger, save_dir=str(out), **describe(cfg, cfg.logger, None)) if cfg.get("logger") else False
     with opened(logger):
-        stub = type("Harvest", (), {"harvest": [dict(r) for r in harvest]})()
-        learned = distilled(world, out, teacher, card, harvest, stub, cache, timings, logger, log)
+        learned = distilled(world, out, teacher, card, harvest, list(zip(harvest["request"], harvest["response"])),
+                            cache, timings, logger, log)
     results = {**learned, "attacker/harvested": len(harvest), "harvest/path": str(cfg.harvest),
                "teacher/hash": card["hash"], "teacher/params": teacher.num_parameters(),
                **{f"seeds/{k}": v for k, v in world.seeds.items()}, "seed": int(cfg.seed), "git/commit": git_commit(),
