@@ -20,11 +20,11 @@ test: $(STAMP)
 
 # retrain the default (scale=small) teacher and ship it in teachers/shipped/
 teacher: $(STAMP)
-	$(PY) -m teachers.make $(ARGS)
+	$(PY) -m experiments.train $(ARGS)
 
 # retrain the public base model every attacker starts from and ship it in students/shipped/
 base: $(STAMP)
-	$(PY) -m teachers.make base $(ARGS)
+	$(PY) -m experiments.train base $(ARGS)
 
 clean:
 	rm -rf runs multirun outputs .cache

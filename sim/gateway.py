@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from defenses.base import DELAY, Stack
+from defenses.base import DELAY, Action, Stack
 from sim.accounts import Account
 from teachers.lm import Completion
 
-ACTIONS = ("ban", "throttle", "flag")
 PUBLIC_COLUMNS = ("id", "tick", "asked_tick", "account", "prompt", "status", "reason", "response", "flagged")
 
 
@@ -38,18 +37,6 @@ class Exchange:
     reason: str = ""  # why it was blocked ("banned", "throttled", or the refusing defense's reason)
     completion: Completion | None = None  # what the caller sees, with log-probs if exposed
     raw: Completion | None = None  # what the teacher generated, before shaping (never shown)
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str  # one of ACTIONS
-    account: str  # account id
-    ticks: int = 0  # throttle duration
-    by: str = ""  # which defense decided it
-
-    def __post_init__(self):
-        if self.kind not in ACTIONS:
-            raise ValueError(f"action kind {self.kind!r} is not one of {ACTIONS}")
 
 
 @dataclass
@@ -195,7 +182,7 @@ class Gateway:
         actions = self.stack.observe(window, self.ctx)
         for a in actions:
             if not isinstance(a, Action):
-                raise TypeError(f"a defense returned {a!r} from observe(); expected sim.gateway.Action")
+                raise TypeError(f"a defense returned {a!r} from observe(); expected defenses.base.Action")
             if a.kind == "ban":
                 self.ctx.banned.setdefault(a.account, tick)
             elif a.kind == "throttle":

@@ -19,6 +19,28 @@ TRUTH_COLUMNS = ("truth/actor", "truth/kind", "truth/skill", "truth/difficulty",
                  "truth/ok", "truth/clean_ok", "truth/altered")
 
 
+def calibrate(stack, suite, clock) -> None:
+    """Simulate each calibration a defense of `stack` asks for (`Defense.calibration`) and hand
+    it the traffic, before the run's own traffic starts. Apart from the run: the defense's own
+    actors, their own network and seed, an oracle teacher (answers without generation), no
+    defenses. A defense calibrated already is left alone (a server and a run may share it)."""
+    from defenses.base import Stack
+    from sim.accounts import Network
+    from teachers.oracle import Oracle
+
+    for d in stack.defenses:
+        wanted = d.calibration()
+        if wanted is None:
+            continue
+        actors, seed = wanted
+        network = Network(seed)
+        for a in actors:
+            a.bind(suite, clock, network, seed, users=actors[0])
+        oracle = Oracle(seed=seed)
+        oracle.watch(*actors)
+        d.calibrate(simulate(actors, Gateway(oracle, Stack([]), max_new_tokens=1, seed=seed), suite, clock))
+
+
 @dataclass
 class Traffic:
     log: object  # pandas DataFrame: public columns, then `truth/*` columns
@@ -31,6 +53,7 @@ def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool
     """Run bound actors (see `Actor.bind`) through the clock against `gateway`."""
     import pandas as pd
 
+    calibrate(gateway.stack, suite, clock)
     gateway.ctx.tick_minutes = clock.tick_minutes
     for a in actors:
         a.open_accounts(gateway, 0)

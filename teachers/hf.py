@@ -3,7 +3,8 @@
 A checkpoint directory written by `save_pretrained` (model and tokenizer) is read with the
 Auto classes, offline (`local_files_only`). Exchanges keep the project's format: the request,
 then a separator (the tokenizer's `sep_token`, else a newline), then the response and EOS.
-The built-in char teacher's directories load the same way (`CharLM.load`).
+The built-in char teacher's directories load the same way (`CharLM.load`); a checkpoint's own
+tokenizer is adapted by `teachers.lm.HFTokenizer`.
 
 Limits: per-character features assume one character per token: top-k log-probs from a
 sub-word tokenizer do not line up with the response characters, so KD on them is skipped
@@ -15,39 +16,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-
-class HFTokenizer:
-    """A `transformers` tokenizer behind the `CharTokenizer` interface that `CharLM` uses."""
-
-    def __init__(self, tokenizer):
-        t = self.hf = tokenizer
-        if t.eos_token_id is None:
-            raise ValueError(f"the tokenizer of {t.name_or_path!r} has no eos_token: a response could not end")
-        self.eos = t.eos_token_id
-        self.pad = t.pad_token_id if t.pad_token_id is not None else self.eos
-        self.bos = t.bos_token_id
-        self.sep_ids = [t.sep_token_id] if t.sep_token_id is not None else t.encode("\n", add_special_tokens=False)
-        self.special = {"pad": self.pad, "bos": self.bos if self.bos is not None else self.eos, "eos": self.eos,
-                        "sep": self.sep_ids[-1]}
-        self.stoi = t.get_vocab()
-        self.vocab_size = len(t)
-
-    def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False)
-
-    def decode(self, ids) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=True)
-
-    def request_ids(self, request: str) -> list[int]:
-        return ([self.bos] if self.bos is not None else []) + self.encode(request) + self.sep_ids
-
-    def pair_ids(self, request: str, response: str) -> tuple[list[int], int]:
-        prompt = self.request_ids(request)
-        return prompt + self.encode(response) + [self.eos], len(prompt)
-
-    def save(self, path: Path) -> None:
-        self.hf.save_pretrained(path)
 
 
 def checkpoint_dir(path: str | None, where: str) -> Path:

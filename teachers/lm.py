@@ -17,6 +17,40 @@ from transformers import GPT2LMHeadModel, LogitsProcessorList
 
 from teachers.vocab import BOS, EOS, PAD, SEP, CharTokenizer
 
+
+class HFTokenizer:
+    """A `transformers` tokenizer behind the `CharTokenizer` interface that `CharLM` uses."""
+
+    def __init__(self, tokenizer):
+        t = self.hf = tokenizer
+        if t.eos_token_id is None:
+            raise ValueError(f"the tokenizer of {t.name_or_path!r} has no eos_token: a response could not end")
+        self.eos = t.eos_token_id
+        self.pad = t.pad_token_id if t.pad_token_id is not None else self.eos
+        self.bos = t.bos_token_id
+        self.sep_ids = [t.sep_token_id] if t.sep_token_id is not None else t.encode("\n", add_special_tokens=False)
+        self.special = {"pad": self.pad, "bos": self.bos if self.bos is not None else self.eos, "eos": self.eos,
+                        "sep": self.sep_ids[-1]}
+        self.stoi = t.get_vocab()
+        self.vocab_size = len(t)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=True)
+
+    def request_ids(self, request: str) -> list[int]:
+        return ([self.bos] if self.bos is not None else []) + self.encode(request) + self.sep_ids
+
+    def pair_ids(self, request: str, response: str) -> tuple[list[int], int]:
+        prompt = self.request_ids(request)
+        return prompt + self.encode(response) + [self.eos], len(prompt)
+
+    def save(self, path: Path) -> None:
+        self.hf.save_pretrained(path)
+
+
 @dataclass
 class Completion:
     text: str
@@ -276,8 +310,6 @@ class CharLM:
             tok = CharTokenizer(spec["chars"])
         else:
             from transformers import AutoTokenizer
-
-            from teachers.hf import HFTokenizer
 
             tok = HFTokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from sim.answers import plausible_wrong
 from teachers.lm import Completion
 
 
@@ -37,8 +38,6 @@ class Oracle:
         acc = self.acc.get(problem.skill, {}).get(problem.difficulty, 1.0)
         if self.rng.random() < acc:
             return problem.response(explain)
-        from defenses.poison import plausible_wrong
-
         wrong = plausible_wrong(problem.answer, problem.prompt, self.rng)
         return problem.response(explain).rsplit("#", 1)[0] + "#" + wrong
 

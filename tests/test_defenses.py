@@ -48,7 +48,8 @@ def test_rate_limit_rejects_bad_values(kw, message):
 
 
 # -- shaping and poisoning ------------------------------------------------------------------
-from defenses.poison import Poison, plausible_wrong  # noqa: E402
+from defenses.poison import Poison  # noqa: E402
+from sim.answers import plausible_wrong  # noqa: E402
 from defenses.shaping import Shaping  # noqa: E402
 from teachers.lm import Completion  # noqa: E402
 

@@ -35,8 +35,8 @@ def test_fingerprint_realised_false_positive_rate_is_near_its_target(make_cfg):
     eligible = active[active >= 3].index
     flagged = {a for _, act in t.gateway.actions for a in [act.account]}
     fpr = len(flagged & set(eligible)) / len(eligible)
-    assert fp.calibration["recall_at_tau"] > 0.5, fp.calibration
-    assert 0.05 / 2 <= fpr <= 0.05 * 2, (fpr, len(eligible), fp.calibration)
+    assert fp.calibration_stats["recall_at_tau"] > 0.5, fp.calibration_stats
+    assert 0.05 / 2 <= fpr <= 0.05 * 2, (fpr, len(eligible), fp.calibration_stats)
 
 
 def test_adjusted_rand_index_matches_known_values():
@@ -49,7 +49,7 @@ def test_adjusted_rand_index_matches_known_values():
 
 def test_cluster_detection_groups_the_hydra_and_propagates_bans(make_cfg):
     from defenses.base import Defense, Stack
-    from sim.gateway import Action
+    from defenses.base import Action
     from sim.metrics import world_metrics
 
     class BanOne(Defense):  # another detector bans one hydra account, once

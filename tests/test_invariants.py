@@ -72,7 +72,7 @@ class Chaos(Defense):
         return completion
 
     def observe(self, window, ctx):
-        from sim.gateway import Action
+        from defenses.base import Action
 
         out = []
         for a in sorted(ctx.accounts):

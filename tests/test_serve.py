@@ -34,7 +34,7 @@ def served(teacher_cache, tmp_path_factory):
                                           "gateway.top_k_logprobs=3", "serve.tick_seconds=0.5"])
     server = Server(cfg, out)
     server.load()
-    from sim.gateway import Action
+    from defenses.base import Action
 
     banned = server.keys["sk-banned"].account.id  # as a defense would: the ban and who decided it
     server.gateway.ctx.banned[banned] = 0

@@ -1,9 +1,9 @@
 """`make teacher` / `make base`: retrain the default teacher or the public base model from code
 and ship it (`teachers/shipped/`, `students/shipped/`).
 
-    python -m teachers.make                      # the default (scale=small) teacher -> teachers/shipped/
-    python -m teachers.make base                 # the public base model -> students/shipped/
-    python -m teachers.make scale=tiny ...       # any other config -> the cache (.cache/teachers/<hash>)
+    python -m experiments.train             # the default (scale=small) teacher -> teachers/shipped/
+    python -m experiments.train base            # the public base model -> students/shipped/
+    python -m experiments.train scale=tiny ...  # any other config -> the cache (.cache/teachers/<hash>)
 
 The checkpoint is written atomically with its card (accuracy per skill x difficulty) and the
 hash of its config and training code; `tests/test_teacher.py` fails when that hash no longer
