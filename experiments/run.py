@@ -27,13 +27,50 @@ GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "user
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
+def search_dirs(argv: list[str]) -> list[Path]:
+    """The config directories a run composes from: ours, then each `hydra.searchpath` entry
+    given on the command line (`file://<dir>` or `pkg://<package>`), where a researcher's own
+    package keeps its group options (`defense/my_defense.yaml`)."""
+    import importlib.util
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    dirs = [CONFIGS]
+    for arg in argv:
+        if not arg.startswith(("hydra.searchpath=", "+hydra.searchpath=", "++hydra.searchpath=")):
+            continue
+        try:
+            entries = OverridesParser.create().parse_overrides([arg])[0].value()
+        except OverrideParseException:
+            continue  # Hydra names the syntax error itself
+        for entry in entries if isinstance(entries, list) else [entries]:
+            scheme, _, where = str(entry).partition("://")
+            if scheme == "file":
+                dirs.append(Path(where))
+            elif scheme == "pkg":
+                try:
+                    spec = importlib.util.find_spec(where.replace("/", "."))
+                except ModuleNotFoundError:
+                    spec = None
+                if spec is None or not spec.submodule_search_locations:
+                    fail(f"hydra.searchpath={entry}: no importable package {where!r} (is it installed, or on PYTHONPATH?)")
+                dirs += [Path(d) for d in spec.submodule_search_locations]
+            else:
+                fail(f"hydra.searchpath={entry}: an entry is file://<dir> or pkg://<package>")
+    return dirs
+
+
 def check_group_options(argv: list[str]) -> None:
     """`group=option` overrides naming no YAML: one line, before Hydra's multi-line error.
 
     Read with Hydra's own override grammar, so a sweep (`defense=none,full`), a stack of
-    several options (`defense=[rate_limit,cluster]`) and both together are understood."""
+    several options (`defense=[rate_limit,cluster]`) and both together are understood. The
+    options of plug-in packages on `hydra.searchpath` count."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
+
+    dirs = search_dirs(argv)
 
     def options(value):
         for v in (value if isinstance(value, list) else [value]):
@@ -52,9 +89,9 @@ def check_group_options(argv: list[str]) -> None:
             continue
         value = list(override.sweep_iterator()) if override.is_sweep_override() else override.value()
         for option in options(value):
-            if option is None or option == "null" or (CONFIGS / group / f"{option}.yaml").exists():
+            if option is None or option == "null" or any((d / group / f"{option}.yaml").exists() for d in dirs):
                 continue
-            known = ", ".join(sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")))
+            known = ", ".join(sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")}))
             print(f"error: {group}={option} is not a config option (available: {known})", file=sys.stderr)
             sys.exit(2)
 
@@ -166,7 +203,7 @@ def check_overrides(argv: list[str]) -> None:
         fail(str(e).splitlines()[0])
     first = []
     for o, text in zip(parsed, overrides):
-        if o.key_or_group.startswith("hydra"):
+        if o.key_or_group.startswith("hydra") and o.key_or_group != "hydra.searchpath":
             continue  # Hydra's own settings (launcher, sweep dirs): Hydra checks them
         if o.is_sweep_override():
             value = next(iter(o.sweep_iterator()))
@@ -194,7 +231,7 @@ def check_overrides(argv: list[str]) -> None:
             key = text.split("'")[1] if text.startswith("Could not override '") else None
             if key is None:
                 fail(text.splitlines()[0])
-            groups_only = [t for t, o in zip(overrides, parsed) if o.key_or_group in GROUPS]
+            groups_only = [t for t, o in zip(overrides, parsed) if o.key_or_group in (*GROUPS, "hydra.searchpath")]
             parent, _, leaf = key.rpartition(".")
             siblings = [k.rpartition(".")[2] for k in keys(compose("run", overrides=groups_only))
                         if k.rpartition(".")[0] == parent]
