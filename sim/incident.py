@@ -47,18 +47,13 @@ import numpy as np
 
 from defenses.features import aggregate
 from sim.accounts import REGIONS, TIERS, check_tier
+from sim.records import rate
 from sim.tasks import MAX_DIFFICULTY
 
 KIND = {"user": 0, "attack": 1, "cover": 2}
 SUPPORTED = ("fingerprint", "cluster")
 LINKS = ("payment", "device", "ip", "subnet")
 OFFSETS = np.array(list(REGIONS.values()), float)
-
-
-def _rate(where: str, value) -> float:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{where}={value!r} must be in [0, 1]")
-    return float(value)
 
 
 class Accounts:
@@ -109,7 +104,7 @@ class Population:
         self.tiers = [check_tier(p.tier, f"users.personas.{k}.tier") for k, p in zip(self.names, ps)]
         self.nats = [dict(n) for n in nats]
         for i, n in enumerate(self.nats):
-            _rate(f"users.nats.{i}.share", n.get("share", 0))
+            rate(n.get("share", 0), f"users.nats.{i}.share")
             if n.get("persona") is not None and n["persona"] not in self.names:
                 raise ValueError(f"users.nats.{i}.persona={n['persona']!r} is not a persona ({', '.join(self.names)})")
 
@@ -210,11 +205,11 @@ class Campaign:
             raise ValueError(f"{where}.pace_per_day={pace_per_day!r} must be > 0")
         self.n, self.queries, self.pace = accounts, queries, float(pace_per_day)
         self.proxies, self.ips_per_proxy, self.respawn = proxies, ips_per_proxy, bool(respawn)
-        self.payment_reuse, self.device_reuse = _rate(f"{where}.payment_reuse", payment_reuse), _rate(
-            f"{where}.device_reuse", device_reuse)
-        self.mix = _rate(f"{where}.mix", mix)
+        self.payment_reuse = rate(payment_reuse, f"{where}.payment_reuse")
+        self.device_reuse = rate(device_reuse, f"{where}.device_reuse")
+        self.mix = rate(mix, f"{where}.mix")
         self.tier = list(TIERS).index(check_tier(tier, f"{where}.tier"))
-        self.rates = {k: _rate(f"{where}.policy.{k}", v) for k, v in (
+        self.rates = {k: rate(v, f"{where}.policy.{k}") for k, v in (
             ("explain", explain_rate), ("typo", typo_rate), ("templated", template_rate), ("followup", followup_rate))}
         self.sent = 0
 

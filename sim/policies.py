@@ -21,14 +21,9 @@ import random
 from collections import deque
 from collections.abc import Sequence
 
+from sim.records import rate
 from sim.surface import followup, render
 from sim.tasks import MAX_DIFFICULTY, MIN_DIFFICULTY, Problem, Suite, check_difficulty, final_answer
-
-
-def _rate(value, where: str) -> float:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{where}={value!r} must be in [0, 1]")
-    return float(value)
 
 
 class Policy:
@@ -48,7 +43,7 @@ class Policy:
 class Random(Policy):
     def __init__(self, explain_rate: float = 1.0, skills: Sequence[str] | None = None,
                  difficulties: Sequence[int] | None = None):
-        self.explain_rate = _rate(explain_rate, "attacker.policy.explain_rate")
+        self.explain_rate = rate(explain_rate, "attacker.policy.explain_rate")
         self.skills = list(skills) if skills else None
         try:
             self.difficulties = [check_difficulty(d) for d in difficulties] if difficulties else None
@@ -78,7 +73,7 @@ class Sweep(Policy):
     capability map is covered as early as possible, and evenly."""
 
     def __init__(self, explain_rate: float = 1.0):
-        self.explain_rate = _rate(explain_rate, "attacker.policy.explain_rate")
+        self.explain_rate = rate(explain_rate, "attacker.policy.explain_rate")
 
     def bind(self, suite, budget):
         super().bind(suite, budget)
@@ -100,8 +95,8 @@ class Boundary(Policy):
         if not isinstance(probes, int) or probes < 1:
             raise ValueError(f"attacker.policy.probes={probes!r} must be a positive integer")
         self.probes = probes
-        self.fail_below = _rate(fail_below, "attacker.policy.fail_below")
-        self.explain_rate = _rate(explain_rate, "attacker.policy.explain_rate")
+        self.fail_below = rate(fail_below, "attacker.policy.fail_below")
+        self.explain_rate = rate(explain_rate, "attacker.policy.explain_rate")
 
     def bind(self, suite, budget):
         super().bind(suite, budget)
@@ -148,9 +143,9 @@ class Evasive(Policy):
         if base is not None and not isinstance(base, Policy):
             raise ValueError(f"attacker.policy.base={base!r} is not a query policy")
         self.base = base or Random()
-        self.typo_rate = _rate(typo_rate, "attacker.policy.typo_rate")
-        self.template_rate = _rate(template_rate, "attacker.policy.template_rate")
-        self.followup_rate = _rate(followup_rate, "attacker.policy.followup_rate")
+        self.typo_rate = rate(typo_rate, "attacker.policy.typo_rate")
+        self.template_rate = rate(template_rate, "attacker.policy.template_rate")
+        self.followup_rate = rate(followup_rate, "attacker.policy.followup_rate")
         self.pending: deque = deque()
 
     def bind(self, suite, budget):

@@ -21,6 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def rate(value, where: str) -> float:
+    """A probability or share read from the config: in [0, 1], else one line naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{where}={value!r} must be in [0, 1]")
+    return float(value)
+
+
 def build(node, **kwargs):
     """instantiate() after `check` (keys and types against the constructor's signature), that
     surfaces a constructor's own error (which names the bad value)."""
