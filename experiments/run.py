@@ -115,8 +115,46 @@ def stacked_choices(overrides) -> dict[str, str]:
     return out
 
 
+class Tee:
+    """A stream that also writes to the job's log file."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: the terminal's
+        return getattr(self.stream, name)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="run")
 def main(cfg: DictConfig) -> float:
+    """One job; what it prints also goes to `job.log` in its directory, since a sweep's parallel
+    jobs interleave on the terminal and a cluster launcher's own logs are elsewhere."""
+    out = Path(HydraConfig.get().runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = sys.stdout, sys.stderr
+    path = out / "job.log"
+    fresh = not path.exists()
+    with open(path, "a", buffering=1) as log:
+        sys.stdout, sys.stderr = Tee(stdout, log), Tee(stderr, log)
+        try:
+            return job(cfg)
+        except SystemExit as e:
+            if e.code == 2 and fresh:  # a refused config leaves nothing but .hydra/ behind
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            sys.stdout, sys.stderr = stdout, stderr
+
+
+def job(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     with open_dict(cfg):
         cfg.choices = {**stacked_choices(hc.overrides.task),

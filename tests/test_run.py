@@ -119,6 +119,34 @@ def test_multirun_sweep_in_parallel_processes_and_report(tmp_path, teacher_cache
     assert out.returncode == 0 and (tmp_path / "t.md").read_text().strip() in out.stdout
 
 
+def plugin_missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [
+    "submitit_local",
+    pytest.param("submitit_slurm", marks=pytest.mark.skipif(
+        plugin_missing("hydra_plugins.hydra_submitit_launcher") or not __import__("shutil").which("sbatch"),
+        reason="needs SLURM (sbatch) and the slurm extra")),
+    pytest.param("ray", marks=pytest.mark.skipif(
+        plugin_missing("hydra_plugins.hydra_ray_launcher"), reason="the ray extra is not installed")),
+])
+def test_a_two_job_sweep_on_each_cluster_launcher(tmp_path, teacher_cache, launcher):
+    """The joblib launcher is tested above; each cluster launcher runs the same two jobs, leaves
+    each its results and its own log, and the sweep's report is written."""
+    sweep = tmp_path / "sweep"
+    p = cli("-m", "scale=tiny", "attacker.queries=16,32", "users=none", f"cache_dir={teacher_cache}", "threads=1",
+            f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    for job in ("0", "1"):
+        assert (sweep / job / "results.json").is_file()
+        assert "student:" in (sweep / job / "job.log").read_text()  # the job's own log
+    assert (sweep / "report.md").is_file()
+
+
 def test_report_mean_and_95_ci_over_seeds(tmp_path):
     for i, (q, seed, t) in enumerate([(10, 0, 0.2), (10, 1, 0.4), (20, 0, 0.6)]):
         d = tmp_path / str(i)
