@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from sim.policies import Policy, _rate
+from sim.policies import Policy
+from sim.records import rate
 from sim.tasks.base import ANSWER_MARK, final_answer
 
 CRITERIA = ("confidence", "disagreement")
@@ -39,7 +40,7 @@ class Active(Policy):
             raise ValueError(f"attacker.policy.criterion={criterion!r} must be one of {CRITERIA}")
         self.rounds, self.pool, self.criterion, self.samples, self.steps = rounds, pool, criterion, samples, steps
         self.shape = (n_layer, n_embd, n_head)
-        self.explain_rate = _rate(explain_rate, "attacker.policy.explain_rate")
+        self.explain_rate = rate(explain_rate, "attacker.policy.explain_rate")
         self.seed, self.max_new_tokens = seed, max_new_tokens
         self.queue: deque = deque()
         self.data: list[tuple[str, str]] = []

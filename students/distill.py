@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from sim.tasks.base import ANSWER_MARK, EXPLAIN
 from teachers.lm import CharLM
+from teachers.progress import ProgressLines
 from teachers.train import CausalLMModule
 from teachers.vocab import EOS, PAD
 
@@ -221,26 +222,6 @@ class BestWeights(L.Callback):
             pl_module.model.load_state_dict(self.state)
 
 
-class ProgressLines(L.Callback):
-    """One line every `every` steps (step, loss, best validation loss so far, elapsed): progress
-    that reads the same in a terminal, a sweep's job log and a cluster's output file."""
-
-    def __init__(self, every: int, log=print):
-        self.every, self.write, self.t0 = every, log, None
-
-    def on_train_start(self, trainer, pl_module):
-        self.t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if step % self.every == 0 or step == trainer.max_steps:
-            loss = trainer.callback_metrics.get("train/loss")
-            val = trainer.callback_metrics.get("val/loss")
-            self.write(f"student: step {step}/{trainer.max_steps}" + (f", loss {float(loss):.3f}" if loss is not None else "")
-                     + (f", val {float(val):.3f}" if val is not None else "")
-                     + f", {time.perf_counter() - self.t0:.0f} s")
-
-
 def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size: int, lr: float, seed: int,
           logger=False, val: list[dict] = (), val_every: int = 100, patience: int = 3, replay=None,
           replay_share: float = 0.0, progress_every: int = 0, log=print) -> dict:
@@ -259,7 +240,7 @@ def train(model, examples: list[dict], recipe: Recipe, *, steps: int, batch_size
     loader = DataLoader(Batches(examples, n_harvest, seed, replay, n_replay), batch_size=None, collate_fn=collate,
                         num_workers=0)
     module = (ValidatedDistillModule if val else DistillModule)(model, recipe, lr=lr, max_steps=steps)
-    callbacks, val_loader = ([ProgressLines(progress_every, log)] if progress_every else []), None
+    callbacks, val_loader = ([ProgressLines("student", progress_every, log)] if progress_every else []), None
     if val:
         val_loader = DataLoader(sorted(val, key=lambda e: len(e["ids"])), batch_size=batch_size, collate_fn=collate)
         best = BestWeights()

@@ -97,7 +97,10 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
             os.replace(path, aside)
             log(f"warning: {why}; moved aside to {aside.name} and rebuilt")
     log(f"training {what} {key} ({spec.steps} steps); cached in {Path(cache_dir) / key}")
-    lm, stats = spec.train(suite, progress=progress)
+    from teachers.progress import ProgressLines
+
+    lines = [] if progress else [ProgressLines(what, max(1, spec.steps // 10), log)]  # a bar, or lines
+    lm, stats = spec.train(suite, progress=progress, callbacks=lines)
     card = make_card(lm, suite, spec.max_new_tokens)
     card.update(hash=key, train=stats, config=spec.fingerprint())
     lm.save(Path(cache_dir) / key, extra={"card.json": card})
