@@ -180,7 +180,12 @@ def job(cfg: DictConfig) -> float:
     signal.signal(signal.SIGTERM, terminated)
     try:
         # a sweep's runs share a group (its directory's name) in loggers that browse runs
-        results = sim.run(cfg, out, progress=sys.stderr.isatty(), group=Path(hc.sweep.dir).name if sweep else None)
+        if sweep:
+            results = isolated(cfg, out, group=Path(hc.sweep.dir).name)
+            if results is None:  # the job failed and recorded why
+                return float("nan")
+        else:
+            results = sim.run(cfg, out, progress=sys.stderr.isatty())
     except KeyboardInterrupt as e:
         write_json(out / "error.json", {"config_hash": key, "error": f"interrupted ({e.args[0] if e.args else 'SIGINT'})",
                                         "interrupted": True})
@@ -188,9 +193,7 @@ def job(cfg: DictConfig) -> float:
         raise
     except Exception as e:
         if sweep:  # the sweep goes on; the error stays in the job's directory for the report
-            write_json(out / "error.json", {"config_hash": key, "error": f"{type(e).__name__}: {e}",
-                                            "traceback": traceback.format_exc()})
-            print(f"error: job {out} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            failed(out, key, e, e.output if isinstance(e, JobDied) else traceback.format_exc())
             return float("nan")
         if isinstance(e, ValueError):  # a bad config value: one clear line, no traceback, nothing computed
             print(f"error: {e}", file=sys.stderr)
@@ -286,12 +289,76 @@ def check_overrides(argv: list[str]) -> None:
     del cfg
 
 
+def failed(out: Path, key: str, e: BaseException, trace: str) -> None:
+    write_json(out / "error.json", {"config_hash": key, "error": f"{type(e).__name__}: {e}", "traceback": trace})
+    print(f"error: job {out} failed: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+FAILED = 3  # the child's exit status when it recorded its own failure in error.json
+
+
+class JobDied(RuntimeError):
+    def __init__(self, message: str, output: list[str]):
+        super().__init__(message)
+        self.output = "".join(output)  # the end of what the job printed: its traceback, if any
+
+
+def isolated(cfg: DictConfig, out: Path, group: str) -> dict | None:
+    """A sweep's job runs in a child process of the launcher's worker: a job killed by a signal
+    (the OOM killer, a scheduler's SIGKILL) is then recorded as failed, like one that raised,
+    instead of taking the worker and with it the whole sweep down. The child reads the job's
+    config from its directory and writes `results.json` there; its output goes to the job's
+    log through this process. None: the job failed and wrote `error.json` itself."""
+    import signal
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    (out / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / ".hydra" / "job.yaml")  # unresolved: the child hashes the same config
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--job", str(out), group],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    try:
+        for line in child.stdout:
+            sys.stdout.write(line)
+            tail = (tail + [line])[-30:]
+        code = child.wait()
+    except BaseException:  # Ctrl-C or SIGTERM here: the child goes too
+        child.terminate()
+        child.wait()
+        raise
+    if code == FAILED:
+        return None
+    if code < 0:
+        raise JobDied(f"the job's process was killed by {signal.Signals(-code).name}", tail)
+    if code != 0:
+        last = next((t.strip() for t in reversed(tail) if t.strip()), "")
+        raise JobDied(f"the job's process exited with status {code}: {last}", tail)
+    return json.loads((out / "results.json").read_text())
+
+
+def run_child(out: Path, group: str) -> None:
+    """`run.py --job <dir> <group>`: the job `isolated` started, with the config it saved."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(out / ".hydra" / "job.yaml")
+    try:
+        sim.run(cfg, out, progress=False, group=group or None)
+    except Exception as e:
+        failed(out, config_hash(cfg), e, traceback.format_exc())
+        sys.exit(FAILED)
+
+
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--job"]:
+        run_child(Path(sys.argv[2]), sys.argv[3])
+        sys.exit(0)
     check_group_options(sys.argv[1:])
     check_overrides(sys.argv[1:])
     main()

@@ -294,6 +294,60 @@ def test_a_crashed_job_does_not_stop_the_sweep_and_a_rerun_runs_only_it(tmp_path
     assert done.stat().st_mtime_ns == first[0] and failed.stat().st_mtime_ns > first[1]
 
 
+KILLER = """
+import os, signal
+from pathlib import Path
+
+from defenses.base import Defense
+
+
+class Killer(Defense):
+    \"\"\"Dies by SIGKILL while the run is being built, once: as the OOM killer would.\"\"\"
+
+    def __init__(self, seed: int, queries: int, victim: list, marker: str):
+        if [seed, queries] == list(victim) and not Path(marker).exists():
+            Path(marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_a_job_killed_by_sigkill_is_recorded_and_a_rerun_runs_only_it(tmp_path, teacher_cache):
+    pkg = tmp_path / "killplug"
+    (pkg / "configs" / "defense").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(KILLER)
+    (pkg / "configs" / "defense" / "killer.yaml").write_text(
+        "killer:\n  _target_: killplug.Killer\n  seed: ${seed}\n  queries: ${attacker.queries}\n"
+        f"  victim: [1, 32]\n  marker: {tmp_path / 'killed'}\n")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "experiments/run.py", *args, "scale=tiny", "users=none",
+                               f"hydra.searchpath=[file://{pkg / 'configs'}]", "plugins=[killplug]", "defense=killer",
+                               f"cache_dir={teacher_cache}", "threads=1"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    def sweep(where):
+        return run("-m", "attacker.queries=16,32", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   f"hydra.sweep.dir={where}")
+
+    first = sweep(tmp_path / "a")
+    assert first.returncode != 0, first.stderr[-2000:]
+    results = sorted((tmp_path / "a").glob("*/results.json"))
+    errors = sorted((tmp_path / "a").glob("*/error.json"))
+    assert len(results) == 3 and len(errors) == 1, first.stderr[-2000:]
+    assert "SIGKILL" in json.loads(errors[0].read_text())["error"] and str(errors[0].parent) in first.stderr
+    kept = {p: p.stat().st_mtime_ns for p in results}
+    again = sweep(tmp_path / "a")  # the marker exists now: the killed job runs to the end
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # only the killed job ran again
+    assert not list((tmp_path / "a").glob("*/error.json"))
+    victim = errors[0].parent / "results.json"
+    whole = run("seed=1", "attacker.queries=32", f"hydra.run.dir={tmp_path / 'b'}")  # the killed job, uninterrupted
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert victim.read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+
+
 @pytest.mark.parametrize("flag", [["--help"], ["--cfg", "job"]])
 def test_help_and_cfg_answer_before_torch_is_imported(flag):
     # the speed of --help, --cfg and tab completion is the imports done before Hydra parses
