@@ -249,37 +249,64 @@ def latex(summary: pd.DataFrame) -> str:
 
 
 def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relative", y: str = "transfer/net") -> bool:
-    """Transfer (the attacker's gain) against utility (the users' service), one point per group.
+    """Transfer (the attacker's gain) against utility (the users' service), one point per group
+    with its 95% CIs as error bars: coloured by the first grouping key, marked by the second.
+    A few points are labelled beside them; more get a legend, so labels never collide.
 
     The defender's frontier joins the groups no other group beats on both (lower transfer
-    and higher utility). Returns False (and writes nothing) when the runs lack either metric."""
-    if x not in df.columns or y not in df.columns:
+    and higher utility). Returns False, with a warning naming what is missing, when no plot
+    can be drawn (and writes nothing)."""
+    import warnings
+
+    missing = [m for m in (x, y) if m not in df.columns or df[m].isna().all()]
+    if missing:
+        warnings.warn(f"no plot {Path(path).name}: the runs have no {' and no '.join(missing)}", stacklevel=2)
         return False
     nums = numbers(df, [x, y], by)
     nums = nums.dropna(subset=[f"{x}/mean", f"{y}/mean"])
     if nums.empty:
+        warnings.warn(f"no plot {Path(path).name}: no group has both {x} and {y}", stacklevel=2)
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     keys = [c for c in nums.columns if c != "n" and "/" not in c]
+    colour_key, marker_key = (keys + [None, None])[:2]
+    colours = {v: plt.cm.tab10(i % 10) for i, v in enumerate(dict.fromkeys(nums[colour_key]))} if colour_key else {}
+    shapes = "osD^vPX<>*"
+    markers = {v: shapes[i % len(shapes)] for i, v in enumerate(dict.fromkeys(nums[marker_key]))} if marker_key else {}
     labels = [", ".join(f"{k}={r[k]}" for k in keys) or "all" for _, r in nums.iterrows()]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    ax.errorbar(nums[f"{x}/mean"], nums[f"{y}/mean"], xerr=nums[f"{x}/ci95"].fillna(0),
-                yerr=nums[f"{y}/ci95"].fillna(0), fmt="o", capsize=3)
-    mid = (nums[f"{x}/mean"].min() + nums[f"{x}/mean"].max()) / 2
+    annotate = len(nums) <= 8 and len(keys) <= 1
+    fig, ax = plt.subplots(figsize=(7, 5) if annotate else (9, 5))
     for (_, r), text in zip(nums.iterrows(), labels):
-        right = r[f"{x}/mean"] > mid  # labels of right-hand points go left, inside the frame
-        ax.annotate(text, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points", xytext=(-4 if right else 4, 4),
-                    ha="right" if right else "left", fontsize=7)
+        ax.errorbar(r[f"{x}/mean"], r[f"{y}/mean"], xerr=0 if pd.isna(r[f"{x}/ci95"]) else r[f"{x}/ci95"],
+                    yerr=0 if pd.isna(r[f"{y}/ci95"]) else r[f"{y}/ci95"], capsize=3, linestyle="none",
+                    marker=markers.get(r[marker_key], "o") if marker_key else "o",
+                    color=colours.get(r[colour_key], "C0") if colour_key else "C0")
+    if annotate:
+        mid = (nums[f"{x}/mean"].min() + nums[f"{x}/mean"].max()) / 2
+        for (_, r), text in zip(nums.iterrows(), labels):
+            right = r[f"{x}/mean"] > mid  # labels of right-hand points go left, inside the frame
+            ax.annotate(text, (r[f"{x}/mean"], r[f"{y}/mean"]), textcoords="offset points",
+                        xytext=(-4 if right else 4, 4), ha="right" if right else "left", fontsize=7)
     front = frontier(list(zip(nums[f"{x}/mean"], nums[f"{y}/mean"])))
-    ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", label="defender's frontier")
+    ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray")
+    handles = [Line2D([], [], linestyle="--", color="gray", label="defender's frontier")]
+    if not annotate:
+        handles += [Line2D([], [], linestyle="none", marker="o", color=c, label=f"{colour_key}={v}")
+                    for v, c in colours.items()]
+        handles += [Line2D([], [], linestyle="none", marker=m, color="black", label=f"{marker_key}={v}")
+                    for v, m in markers.items()]
     ax.set_xlabel(f"{label(x)}\n(legitimate service kept, as a fraction of the undefended service)")
     ax.set_ylabel(f"{label(y)}\n(share of the teacher's private advantage the student closed)")
     ax.margins(x=0.2, y=0.15)  # room for the point labels
-    ax.legend(fontsize=7)
+    if annotate:
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    else:  # beside the axes, where it covers no point
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -523,6 +550,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="also write FILE.md, FILE.tex, FILE.csv and the Pareto plot FILE.png")
     ap.add_argument("--docs", default=None, help="write each preset's page DOCS/NAME.md (and NAME.png) from the runs")
     args = ap.parse_args(argv)
+    import warnings
+
+    warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"  # one line, not the source line
     df = load(args.dirs)
     by = [resolve_key(df, k) for k in args.by] if args.by is not None else None
     for m in args.metrics or []:

@@ -417,3 +417,19 @@ def test_the_report_lists_jobs_that_failed_were_interrupted_or_killed(tmp_path):
     assert set(failed) == {str(tmp_path / "1"), str(tmp_path / "2")}
     assert "interrupted" in failed[str(tmp_path / "1")] and "killed" in failed[str(tmp_path / "2")]
     assert "Failed jobs" in report.failed_section([tmp_path])
+
+
+def test_the_pareto_plot_colours_and_marks_two_groupings_and_warns_when_it_cannot_be_drawn(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    for i, (d, q, seed) in enumerate((d, q, s) for d in ("none", "full", "shaping") for q in (500, 2000) for s in (0, 1)):
+        (tmp_path / "runs" / str(i)).mkdir(parents=True)
+        write = {"config_hash": f"h{i}", "choice/defense": d, "config/attacker.queries": q, "config/seed": seed,
+                 "transfer/net": 0.5 - 0.2 * (d != "none") + rng.random() / 20, "utility/relative": 1 - 0.3 * (d != "none")}
+        (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(write))
+    df = report.load([tmp_path / "runs"])
+    assert report.pareto(df, tmp_path / "p.png") and (tmp_path / "p.png").stat().st_size > 10_000
+    with pytest.warns(UserWarning, match="no utility/relative"):
+        assert not report.pareto(df.drop(columns=["utility/relative"]), tmp_path / "q.png")
+    assert not (tmp_path / "q.png").exists()
