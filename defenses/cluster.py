@@ -98,6 +98,14 @@ class Cluster(Defense):
             self.of[a] = cid
         return cid
 
+    def columnar(self) -> tuple[str, dict]:
+        """This detector's parameters for the incident replay's array form (`sim.incident`),
+        which links the same shared identity of every account at once (the same `clusters`)."""
+        return "cluster", {"weights": self.weights, "min_weight": self.min_weight, "similarity": self.similarity,
+                           "min_size": self.min_size, "min_requests": self.min_requests, "propagate": self.propagate,
+                           "ban_share": self.ban_share if self.action == "ban" else None,  # the replay models bans
+                           "window_ticks": self.window_ticks, "score_every": self.score_every}
+
     def observe(self, window, ctx) -> list:
         self.history += window
         actions = []

@@ -158,6 +158,17 @@ class Fingerprint(Defense):
             out.append(f)
         return pd.concat(out) if out else pd.DataFrame(columns=[*self.columns, "round"])
 
+    def columnar(self) -> tuple[str, dict]:
+        """This detector's parameters for the incident replay's array form (`sim.incident`),
+        which scores the same features of every account at once."""
+        if self.embeddings:
+            raise ValueError("defense.fingerprint.embeddings=true: scale=incident replays no request text "
+                             "to embed; use a text-scale run")
+        return "fingerprint", {"target_fpr": self.clf.target_fpr, "action": self.action,
+                               "window_ticks": self.window_ticks, "score_every": self.score_every,
+                               "min_requests": self.min_requests, "model": self.clf.model_kind,
+                               "epochs": self.clf.epochs, "seed": self.clf.seed}
+
     def calibration(self) -> tuple[list, int] | None:
         return None if self.clf.net is not None else ([self.users, *self.campaigns], self.calibration_seed)
 

@@ -51,7 +51,7 @@ from sim.records import rate
 from sim.tasks import MAX_DIFFICULTY
 
 KIND = {"user": 0, "attack": 1, "cover": 2}
-SUPPORTED = ("fingerprint", "cluster")
+FORMS = ("fingerprint", "cluster")  # the detectors' array forms the replay runs (`Defense.columnar`)
 LINKS = ("payment", "device", "ip", "subnet")
 OFFSETS = np.array(list(REGIONS.values()), float)
 
@@ -264,21 +264,27 @@ class Replay:
     def __init__(self, chunk_ticks: int = 144, card: str | None = None, calibration: dict | None = None,
                  policy: dict | None = None):
         if not isinstance(chunk_ticks, int) or chunk_ticks < 1:
-            raise ValueError(f"replay.chunk_ticks={chunk_ticks!r} must be a positive integer")
+            raise ValueError(f"backend.chunk_ticks={chunk_ticks!r} must be a positive integer")
         calibration = dict(calibration or {})
         for k in ("users", "days", "seed"):
             if not isinstance(calibration.get(k), int) or calibration[k] < (0 if k == "seed" else 1):
-                raise ValueError(f"replay.calibration.{k}={calibration.get(k)!r} must be a positive integer")
+                raise ValueError(f"backend.calibration.{k}={calibration.get(k)!r} must be a positive integer")
         if not calibration.get("campaigns"):
-            raise ValueError("replay.calibration.campaigns is empty: the classifier needs attack traffic")
+            raise ValueError("backend.calibration.campaigns is empty: the classifier needs attack traffic")
         self.chunk_ticks, self.calibration = chunk_ticks, calibration
         self.policy = dict(policy or {})  # the campaign's surface rates, read from its query policy
         from teachers import SHIPPED
 
         path = Path(card) if card else SHIPPED / "card.json"
         if not path.is_file():
-            raise ValueError(f"replay.card={str(path)!r} is not a teacher card file")
+            raise ValueError(f"backend.card={str(path)!r} is not a teacher card file")
         self.card = json.loads(path.read_text())
+
+    def run(self, cfg, out: Path, log=print, progress: bool = False, group: str | None = None) -> dict:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+        return run(cfg, out, log=log, replay=self)
 
 
 def _accuracy(card: dict, skills: list[str], private_rate: float = 0.0) -> np.ndarray:
@@ -296,7 +302,7 @@ def _accuracy(card: dict, skills: list[str], private_rate: float = 0.0) -> np.nd
             acc = (1 - private_rate) * acc + private_rate * grid(card["private"])
         return acc
     except KeyError as e:
-        raise ValueError(f"replay.card has no accuracy for {e}: it must cover skills {skills}") from None
+        raise ValueError(f"backend.card has no accuracy for {e}: it must cover skills {skills}") from None
 
 
 class _Sim:
@@ -464,7 +470,7 @@ def _campaign(node, where: str) -> Campaign:
     return Campaign(**{k: node[k] for k in keys}, where=where)
 
 
-def prepare(cfg):
+def prepare(cfg, replay=None):
     """Every piece of the replay, built and validated from the config before any compute."""
     from types import SimpleNamespace
 
@@ -472,29 +478,21 @@ def prepare(cfg):
 
     from sim.records import build
 
-    replay = build(cfg.replay)
+    replay = replay or build(cfg.backend)
     clock = build(cfg.clock)
     skills = list(cfg.tasks.skills) if "skills" in cfg.tasks else list(replay.card["plain"])
-    unknown = [k for k in (cfg.defense or {}) if k not in SUPPORTED]
-    if unknown:
-        raise ValueError(f"defense {', '.join(unknown)}: scale=incident replays detection only "
-                         f"({', '.join(SUPPORTED)}); use a text-scale run for the others")
-    fp = cl = None
-    if cfg.defense and "fingerprint" in cfg.defense:  # the defense's own constructor checks the values
-        d = build(cfg.defense.fingerprint)
-        if d.embeddings:
-            raise ValueError("defense.fingerprint.embeddings=true: scale=incident replays no request text "
-                             "to embed; use a text-scale run")
-        fp = {"target_fpr": d.clf.target_fpr, "action": d.action, "window_ticks": d.window_ticks,
-              "score_every": d.score_every, "min_requests": d.min_requests, "model": d.clf.model_kind,
-              "epochs": d.clf.epochs, "seed": d.clf.seed}
-    if cfg.defense and "cluster" in cfg.defense:
-        d = build(cfg.defense.cluster)
-        cl = {"weights": d.weights, "min_weight": d.min_weight, "similarity": d.similarity, "min_size": d.min_size,
-              "min_requests": d.min_requests, "propagate": d.propagate,
-              "ban_share": d.ban_share if d.action == "ban" else None,  # the replay models bans, not flags
-              "window_ticks": d.window_ticks,
-              "score_every": d.score_every}
+    forms = {}
+    for name, node in (cfg.defense or {}).items():  # built by the defense's own constructor, as in a text run
+        d = build(node)
+        columnar = getattr(d, "columnar", None)
+        if columnar is None:
+            raise ValueError(f"defense.{name} ({type(d).__module__}.{type(d).__name__}) has no columnar form: "
+                             f"scale=incident cannot replay it; leave it out or use a text-scale run")
+        kind, params = columnar()
+        if kind not in FORMS:
+            raise ValueError(f"defense.{name}: columnar form {kind!r} is not one the replay runs ({', '.join(FORMS)})")
+        forms[kind] = params
+    fp, cl = forms.get("fingerprint"), forms.get("cluster")
     users_cfg = OmegaConf.to_container(cfg.users, resolve=True)
 
     def population(n):
@@ -506,18 +504,18 @@ def prepare(cfg):
         window=(fp or cl or {}).get("window_ticks", 144), score_every=(fp or cl or {}).get("score_every", 36),
         campaign=_campaign({**OmegaConf.to_container(cfg.attacker, resolve=True), **replay.policy}, "attacker"),
         users=population(int(users_cfg["n_users"])), population=population, cal=cal,
-        cams=[_campaign(c, f"replay.calibration.campaigns.{i}") for i, c in enumerate(cal["campaigns"])])
+        cams=[_campaign(c, f"backend.calibration.campaigns.{i}") for i, c in enumerate(cal["campaigns"])])
 
 
-def run(cfg, out: Path, log=print) -> dict:
-    """The replay behind `scale=incident` (called by `sim.run`)."""
+def run(cfg, out: Path, log=print, replay: "Replay | None" = None) -> dict:
+    """The replay behind `scale=incident` (`Replay.run`, called by `sim.run`)."""
     from defenses.fingerprint import Classifier
     from sim import metrics
     from sim.clock import Clock
     from sim.records import config_hash, flat_config, git_commit, write_json
 
     t0 = time.perf_counter()
-    w = prepare(cfg)  # every bad value stops here
+    w = prepare(cfg, replay)  # every bad value stops here
     clock, skills, acc, fp, cl, cal = w.clock, w.skills, w.acc, w.fp, w.cl, w.cal
     replay, campaign, users, cams, population = w.replay, w.campaign, w.users, w.cams, w.population
     window, score_every = w.window, w.score_every

@@ -193,13 +193,23 @@ def describe(cfg: DictConfig, logger_cfg, group: str | None) -> dict:
 
 
 def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False, group: str | None = None) -> dict:
-    out = Path(out_dir)
+    """One run on the backend the config names (`backend._target_`): the text world by default
+    (`TextWorld`), the columnar incident replay at `scale=incident` (`sim.incident.Replay`)."""
     quiet()
-    if cfg.get("replay"):  # scale=incident: the columnar replay (no text, no student)
-        from sim import incident
+    node = cfg.get("backend")
+    backend = build(node) if node is not None and node.get("_target_") else TextWorld()
+    return backend.run(cfg, Path(out_dir), log=log, progress=progress, group=group)
 
-        torch.set_num_threads(int(cfg.threads))
-        return incident.run(cfg, out, log=log)
+
+class TextWorld:
+    """The world of text: a teacher generating every answer, accounts and a gateway with the
+    configured defense stack, the harvest, a student trained on it and scored."""
+
+    def run(self, cfg: DictConfig, out: Path, log=print, progress: bool = False, group: str | None = None) -> dict:
+        return run_text(cfg, out, log=log, progress=progress, group=group)
+
+
+def run_text(cfg: DictConfig, out: Path, log=print, progress: bool = False, group: str | None = None) -> dict:
     world = World(cfg)  # every bad value stops here, before any compute
     external = load_harvest(cfg.harvest) if cfg.get("harvest") else None
     cache = Path(cfg.cache_dir) if cfg.cache_dir else ROOT / ".cache" / "teachers"

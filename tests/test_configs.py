@@ -27,7 +27,7 @@ def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path, request):
         ov.append(f"teacher.path={request.getfixturevalue('hf_checkpoint')}")
     scale = rel.stem if rel.parent == Path("scale") else "tiny"
     cfg = make_cfg(*[o for o in ov if not o.startswith("scale=")], scale=scale)
-    if cfg.replay:  # scale=incident: the columnar replay, validated and built without its compute
+    if cfg.backend._target_ == "sim.incident.Replay":  # scale=incident: validated and built without its compute
         from sim import incident
 
         plan = incident.prepare(cfg)

@@ -9,8 +9,8 @@ import sim
 from defenses.features import FEATURES, aggregate
 
 SMALL = ("sizes.users=1500", "attacker.accounts=200", "attacker.queries=15000", "clock.days=2",
-         "replay.calibration.users=600", "replay.calibration.days=1", "replay.calibration.campaigns.0.accounts=40",
-         "replay.calibration.campaigns.1.accounts=40", "replay.chunk_ticks=72")
+         "backend.calibration.users=600", "backend.calibration.days=1", "backend.calibration.campaigns.0.accounts=40",
+         "backend.calibration.campaigns.1.accounts=40", "backend.chunk_ticks=72")
 
 
 def test_replay_streams_its_log_detects_the_hydra_and_is_reproducible(make_cfg, tmp_path):
@@ -48,10 +48,10 @@ def test_without_detection_nothing_is_banned_and_the_whole_budget_is_served(make
 
 
 @pytest.mark.parametrize("override, message", [
-    ("defense=full", "scale=incident replays detection only"),
+    ("defense=full", r"defense.identity \(defenses.identity.\w+\) has no columnar form"),
     ("attacker.mix=1.5", "attacker.mix=1.5 must be in"),
     ("defense.fingerprint.target_fpr=0", "target_fpr=0"),
-    ("replay.card=/nonexistent.json", "is not a teacher card"),
+    ("backend.card=/nonexistent.json", "is not a teacher card"),
 ])
 def test_bad_incident_values_stop_before_any_compute(make_cfg, override, message):
     from sim import incident
