@@ -7,36 +7,31 @@ tight decode loop:
 
 - a KV cache pre-allocated for the whole batch ([layers, batch, heads, prompt + new, head
   dim]), written in place; mixed prompt lengths by left padding;
-- rows that finished (EOS) leave the batch: once a tenth of the rows have finished
-  (`compact_below=0.9`, checked every `compact_every` steps) the filled part of the cache and
-  the buffers are copied for the live rows only, so finished requests stop costing work
-  (every step in batches of 128 served 1.6x the rate of every 8 steps in batches of 256, with
-  two batches at once on 2 cores; compacting at a tenth finished rather than a quarter, 370
-  against 345 questions/s, 512 questions a call, medians of four alternating runs, once the
-  copy was of the filled prefix only);
+- compaction: rows that finished (EOS) leave the batch, so they stop costing work. Checked
+  every step; once at most `compact_below` of the rows are live, the filled part of the cache
+  and the buffers are copied for the live rows only. The copy costs about as much as a few
+  steps of the rows it removes, so it waits for a share of the rows rather than following
+  every EOS;
+- continuous batching (`slots`): a finished row hands its slot to the next waiting request;
 - logits processors with the Hugging Face contract (`processor(input_ids, scores)`), the
   suppressed special ids, greedy or sampled decoding (temperature), and per-token top-k
   log-probabilities of the processed scores, as an API exposes them;
-- a decode step of its own (`decode`): 2-D activations, biases added inside the GEMMs as
-  HF's `Conv1D` adds them (`forward` too), residuals added in place, parameters looked up
-  once, gelu_new in its sigmoid form, attention through the engine's chosen kernel. At a
-  worker's batch of 128 every operation is tens of microseconds, so the count of operations
-  and the memory they touch decide the step. With this, the compaction above and a
-  prompt's last block run for its last position only (`forward`), against the engine of
-  commit c0e9650, on the same 256 questions on one thread, in one process (malloc keeping
-  freed blocks for both, `keep_freed_memory`): 255 against 188 questions/s, medians of four
-  alternating runs, the same tokens;
-- device-agnostic (CPU or CUDA); `compile=True` wraps the steps in `torch.compile` (on CPU it
-  measured 6x slower than eager, 24 against 146 questions/s after 46 s of compiling: the
-  shapes change every step);
-- on CUDA, `cuda_graphs=True` captures the decode loop of a batch shape once (`StaticDecode`:
-  one graph per step, each attending over only the cache prefix filled so far) and replays it
-  for every later batch of that shape: a replayed graph launches the whole step at once,
-  without Python. On an H200 at batch 16,384, with the same Triton decode kernel, that took
-  23,385 to 26,094 exchanges/s (`python -m experiments.bench.serving_gpu`): at such batches
-  reading the cache, not launching kernels, is most of a step. The captured loop
-  keeps every row to the end (no compaction) and runs neither Python logits processors nor
-  sampling, which fall back to the eager loop.
+- the GPT-2 block written once (`_block`), for a prompt, a decode step, continuous batching
+  and the captured CUDA-graph loop alike, with the fewest tensor operations: at a worker's
+  batch every operation is tens of microseconds, so the count of operations and the memory
+  they touch decide the step. 2-D activations, biases added inside the GEMMs as HF's
+  `Conv1D` adds them, residuals added in place, parameters looked up once, gelu_new in its
+  sigmoid form on CPU, attention through the engine's chosen kernel; a prompt's last block
+  runs for its last position only, the one whose logits are read;
+- device-agnostic (CPU or CUDA). On CUDA, `cuda_graphs=True` captures the decode loop of a
+  batch shape once (`StaticDecode`: one graph per step, each attending over only the cache
+  prefix filled so far) and replays it for every later batch of that shape: a replayed graph
+  launches the whole step at once, without Python, and at large batches reading the cache,
+  not launching kernels, is most of a step. The captured loop keeps every row to the end (no
+  compaction) and runs neither Python logits processors nor sampling, which fall back to the
+  eager loop.
+
+The measurements behind these choices are in docs/performance.md ("The serving engine").
 
 Greedy decoding gives the same tokens as `model.generate` up to floating-point ties (a test
 checks it on the held-out set). Sampled decoding is reproducible from its seed but draws its
@@ -90,10 +85,10 @@ def keep_freed_memory(mmap_below: int = 64 << 20, trim_above: int = 256 << 20) -
 
     By default glibc maps a block of more than 128 KB (a threshold that rises to 32 MB) with
     mmap and unmaps it when freed, and trims a heap's free top: the next batch's KV cache and
-    activations are fresh pages, each a fault that the kernel zeroes. Measured on 2 cores, one
-    512-question `generate` call took 28,000-137,000 minor faults; with blocks below
-    `mmap_below` taken from the heap and up to `trim_above` of free heap kept, ~200. (The usual
-    CPU advice for PyTorch, preloading jemalloc or tcmalloc, does the same from outside.)
+    activations are fresh pages, each a fault that the kernel zeroes. With blocks below
+    `mmap_below` taken from the heap and up to `trim_above` of free heap kept, a call reuses
+    the pages of the one before and takes almost no faults. (The usual CPU advice for PyTorch,
+    preloading jemalloc or tcmalloc, does the same from outside.)
     Process-wide; a no-op returning False where the C library has no `mallopt` (macOS, musl)."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
@@ -106,8 +101,8 @@ def keep_freed_memory(mmap_below: int = 64 << 20, trim_above: int = 256 << 20) -
 class Engine:
     DECODE_ATTENTION = ("auto", "matmul", "sdpa", "triton")
 
-    def __init__(self, model, compile: bool = False, compact_every: int = 1, cuda_graphs: bool = False,
-                 decode_attention: str = "auto", slots: int = 0, compact_below: float = 0.9):
+    def __init__(self, model, *, cuda_graphs: bool = False, decode_attention: str = "auto", slots: int = 0,
+                 compact_below: float = 0.9):
         cfg = model.config
         if getattr(cfg, "model_type", "") != "gpt2":
             raise ValueError(f"the serving engine runs GPT-2 models, not {cfg.model_type!r}")
@@ -118,23 +113,20 @@ class Engine:
         self.n_head, self.eps = cfg.n_head, cfg.layer_norm_epsilon
         self.n_layer, self.n_embd, self.n_positions = cfg.n_layer, cfg.n_embd, cfg.n_positions
         self.head_dim = self.n_embd // self.n_head
-        self.compact_every = compact_every
         if not 0 < compact_below <= 1:
             raise ValueError(f"compact_below={compact_below} must be in (0, 1]")
         self.compact_below = compact_below  # compact once at most this share of the rows is live
         if slots < 0:
             raise ValueError(f"slots={slots} must be >= 0 (0: one static batch per call)")
         self.slots = slots
-        self._step = torch.compile(self.step, dynamic=True) if compile else self.step
-        self._decode = torch.compile(self.decode, dynamic=True) if compile else self.decode
         if decode_attention not in self.DECODE_ATTENTION:
             raise ValueError(f"decode_attention={decode_attention!r}: choose one of {self.DECODE_ATTENTION}")
         self.cuda_graphs = cuda_graphs
         self._attend_one = getattr(self, f"_attend_{decode_attention}")
         self._triton = importlib.util.find_spec("triton") is not None  # looked up once, not per step
         self._static = None  # the last batch shape's captured decode: one shape's cache at a time
-        # each block's parameters as plain tensors for `decode`, looked up once rather than
-        # through module attributes every step (the model's own tensors, not copies)
+        # each block's parameters as plain tensors, looked up once rather than through module
+        # attributes every step (the model's own tensors, not copies)
         self._blocks = [((b.ln_1.weight, b.ln_1.bias), b.attn.c_attn.weight, b.attn.c_attn.bias,
                          b.attn.c_proj.weight, b.attn.c_proj.bias, (b.ln_2.weight, b.ln_2.bias),
                          b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
@@ -145,60 +137,59 @@ class Engine:
 
     # -- the GPT-2 computation (HF `GPT2Block`: pre-LN attention and MLP, tied head)
 
-    def _ln(self, x, ln):
-        return F.layer_norm(x, (self.n_embd,), ln.weight, ln.bias, self.eps)
-
-    def _heads(self, x):  # [B, T, E] -> [B, H, T, D]
-        B, T, _ = x.shape
-        return x.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-
     def forward(self, ids, pos, cache_k, cache_v, start, mask, end: int | None = None):
-        """Tokens `ids` [B, T] at positions `pos` [B, T], written to the cache at
-        [start, start + T); attention over the cache [0, start + T) under `mask`
-        [B, 1, T, start + T] (True = may attend). Returns the last position's logits.
-        `start` may instead be a tensor [B] of each row's own cache slot for its one token
-        (continuous batching), with attention over [0, `end`)."""
-        h = self.t.wte(ids) + self.t.wpe(pos)
-        per_row = isinstance(start, torch.Tensor)
-        if not per_row:
-            end = start + ids.shape[1]
-        rows = torch.arange(ids.shape[0], device=ids.device) if per_row else None
-        for i, block in enumerate(self.t.h):
-            q, k, v = self._linear(self._ln(h, block.ln_1), block.attn.c_attn).split(self.n_embd, dim=2)
-            if per_row:
-                cache_k[i, rows, :, start] = self._heads(k)[:, :, 0]
-                cache_v[i, rows, :, start] = self._heads(v)[:, :, 0]
-            else:
-                cache_k[i, :, :, start:end] = self._heads(k)
-                cache_v[i, :, :, start:end] = self._heads(v)
-            if i == self.n_layer - 1 and h.shape[1] > 1:
-                # a prompt's last block: every position's K/V is kept (above), but only the last
-                # position's output is read (the logits), so attention, projection and MLP run
-                # for it alone: a fifth of a prefill's weight products
-                h, q = h[:, -1:], q[:, -1:]
-                mask = None if mask is None else mask[:, :, -1:]
-            o = self._attend(self._heads(q), cache_k[i, :, :, :end], cache_v[i, :, :, :end], mask)
-            h = h + self._linear(o.transpose(1, 2).reshape(h.shape), block.attn.c_proj)
-            m = self._gelu(self._linear(self._ln(h, block.ln_2), block.mlp.c_fc))
-            h = h + self._linear(m, block.mlp.c_proj)
-        h = self._ln(h[:, -1], self.t.ln_f)
-        return h @ self.t.wte.weight.T
+        """Tokens `ids` [B, T] at positions `pos` [B, T], their keys and values written to the
+        cache at [start, start + T); attention over the cache [0, start + T) under `mask`
+        [B, 1, T, start + T] (True = may attend; None: no padding anywhere, causal). Returns
+        the last position's logits [B, vocab]. `start` may instead be a tensor [B] of each
+        row's own cache slot for its one token (continuous batching), with attention over
+        [0, `end`). Every path runs through here: a prompt (T > 1), a decode step (T = 1) and
+        the loop that CUDA graphs capture."""
+        B, T = ids.shape
+        h = (self.t.wte.weight[ids] + self.t.wpe.weight[pos]).view(B * T, self.n_embd)
+        rows = torch.arange(B, device=ids.device) if isinstance(start, torch.Tensor) else None
+        if rows is None:
+            end = start + T
+        for i in range(self.n_layer):
+            h = self._block(i, h, B, T, cache_k[i], cache_v[i], start, rows, end, mask,
+                            last=T > 1 and i == self.n_layer - 1)
+        return F.layer_norm(h, (self.n_embd,), *self._ln_f, self.eps) @ self.t.wte.weight.T
 
-    @staticmethod
-    def _linear(x, conv):
-        """HF's `Conv1D` as HF computes it: the bias added inside the GEMM (`addmm`), not in a
-        pass of its own."""
-        return torch.addmm(conv.bias, x.reshape(-1, x.shape[-1]), conv.weight).view(*x.shape[:-1], -1)
+    def _block(self, i, h, B: int, T: int, cache_k, cache_v, start, rows, end: int, mask, last: bool):
+        """Block `i` on the activations h [B * T, E] of T positions in each of B rows (2-D, so
+        each weight product is one `addmm`, its bias added inside the GEMM as HF's `Conv1D`
+        adds it). The positions' keys and values go to this layer's cache `cache_k`, `cache_v`
+        [B, H, N, D]: at [start, start + T) of every row, or, with `rows`, each row's one token
+        at its own slot `start[row]`. Attention reads the cache [0, end) under `mask`.
+
+        `last`: a prompt's last block. Every position's keys and values are kept, but only the
+        last position's output is read (the logits), so attention, projection and MLP run for
+        it alone and h [B, E] comes back, else h [B * T, E]."""
+        ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out = self._blocks[i]
+        E = self.n_embd
+        qkv = torch.addmm(b_attn, F.layer_norm(h, (E,), *ln_1, self.eps), w_attn)
+        q, k, v = qkv.view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        if rows is None:
+            cache_k[:, :, start : start + T] = k
+            cache_v[:, :, start : start + T] = v
+        else:
+            cache_k[rows, :, start] = k[:, :, 0]
+            cache_v[rows, :, start] = v[:, :, 0]
+        if last:
+            h, q, T = h.view(B, T, E)[:, -1], q[:, :, -1:], 1
+            mask = None if mask is None else mask[:, :, -1:]
+        o = self._attend(q, cache_k[:, :, :end], cache_v[:, :, :end], mask)
+        h = torch.addmm(b_proj, o.transpose(1, 2).reshape(B * T, E), w_proj).add_(h)
+        m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (E,), *ln_2, self.eps), w_fc))
+        return torch.addmm(b_out, m, w_out).add_(h)
 
     @staticmethod
     def _gelu(x):
-        """gelu_new, in place on a fresh activation. 0.5 x (1 + tanh z) = x sigmoid(2z), with
-        z = sqrt(2/pi) (x + 0.044715 x^3): on CPU torch's tanh costs about three times its
-        sigmoid (3.3 against 1.0 ns an element, AVX2, one thread), so the five passes of this
-        form (1.6 ns) beat the one of `F.gelu(approximate="tanh")` in isolation; the results
-        differ by float rounding (4.8e-7 at most on a [128, 512] normal sample). Inside the
-        step the two measured alike (365 against 351 questions/s with two workers, 185 against
-        191 on one thread, medians of four alternating runs). CUDA's fused kernel wins there."""
+        """gelu_new (HF's tanh approximation), in place on a fresh activation. On CPU in its
+        sigmoid form, 0.5 x (1 + tanh z) = x sigmoid(2z) with z = sqrt(2/pi) (x + 0.044715 x^3),
+        because there torch's tanh costs about three times its sigmoid: these five passes cost
+        less than the one of `F.gelu(approximate="tanh")`, and the two differ by float rounding
+        only. On CUDA that one fused pass is the cheaper."""
         if x.is_cuda:
             return F.gelu(x, approximate="tanh")
         c = 2 * math.sqrt(2 / math.pi)
@@ -227,31 +218,6 @@ class Engine:
         from teachers.decode_attention import decode_attention
 
         return decode_attention(q, k, v, None if mask is None else mask[:, 0, 0])
-
-    def step(self, ids, pos, cache_k, cache_v, start, mask, end: int | None = None):
-        return self.forward(ids, pos, cache_k, cache_v, start, mask, end)
-
-    def decode(self, ids, pos, cache_k, cache_v, start: int, mask):
-        """`forward` for one new token per row ([B] ids at [B] positions, written to cache slot
-        `start`, attending under `mask` [B, 1, 1, start + 1]), on 2-D activations with the
-        fewest tensor operations: at a worker's batch each one is tens of microseconds, and a
-        step of one row, all dispatch, still costs about a millisecond. Two workers, 512
-        questions a call, medians of six alternating runs, the same tokens: 449 questions/s
-        here, 437 with every step through `forward`, and 460 with the attention written out
-        inline against an additive padding bias (not kept: a second copy of `matmul_attention`
-        and of the choice of kernel, for 2%)."""
-        B, H, D = ids.shape[0], self.n_head, self.head_dim
-        h = self.t.wte.weight[ids] + self.t.wpe.weight[pos]
-        for i, (ln_1, w_attn, b_attn, w_proj, b_proj, ln_2, w_fc, b_fc, w_out, b_out) in enumerate(self._blocks):
-            qkv = torch.addmm(b_attn, F.layer_norm(h, (self.n_embd,), *ln_1, self.eps), w_attn).view(B, 3, H, D)
-            k, v = cache_k[i], cache_v[i]
-            k[:, :, start] = qkv[:, 1]
-            v[:, :, start] = qkv[:, 2]
-            o = self._attend_one(qkv[:, 0, :, None], k[:, :, : start + 1], v[:, :, : start + 1], mask)
-            h = torch.addmm(b_proj, o.reshape(B, self.n_embd), w_proj).add_(h)
-            m = self._gelu(torch.addmm(b_fc, F.layer_norm(h, (self.n_embd,), *ln_2, self.eps), w_fc))
-            h = torch.addmm(b_out, m, w_out).add_(h)
-        return F.layer_norm(h, (self.n_embd,), *self._ln_f, self.eps) @ self.t.wte.weight.T
 
     # -- decoding
 
@@ -286,7 +252,7 @@ class Engine:
         keys = torch.zeros(B, N, dtype=torch.bool, device=device)  # which cache slots hold real tokens
         keys[:, :W] = attention_mask
         pos, mask = prompt_inputs(attention_mask)
-        logits = self._step(input_ids, pos, cache_k, cache_v, 0, mask)
+        logits = self.forward(input_ids, pos, cache_k, cache_v, 0, mask)
         next_pos = pos[:, -1] + 1
         rows = torch.arange(B, device=device)  # original row of each live row
         out = torch.full((B, max_new_tokens), eos, dtype=torch.long, device=device)
@@ -310,12 +276,13 @@ class Engine:
                 break
             # drop finished rows once enough have finished (`compact_below`): copying the cache
             # costs about as much as a few steps of the rows it removes
-            if (t + 1) % self.compact_every == 0 and n_live <= self.compact_below * len(live):
+            if n_live <= self.compact_below * len(live):
                 idx = live.nonzero().squeeze(1)
                 rows, keys, next_pos, nxt = rows[idx], keys[idx], next_pos[idx], nxt[idx]
                 tokens = None if tokens is None else tokens[idx]
                 cache_k, cache_v = (self._keep(c, idx, W + t) for c in (cache_k, cache_v))
-            logits = self._decode(nxt, next_pos, cache_k, cache_v, W + t, keys[:, None, None, : W + t + 1])
+            logits = self.forward(nxt[:, None], next_pos[:, None], cache_k, cache_v, W + t,
+                                  keys[:, None, None, : W + t + 1])
             next_pos = next_pos + 1
         return out, ((top_vals, top_inds) if top_k else None)
 
@@ -367,7 +334,7 @@ class Engine:
             pos, mask = prompt_inputs(am)
             ck = torch.empty(self.n_layer, n, self.n_head, W, self.head_dim, dtype=dtype, device=device)
             cv = torch.empty_like(ck)
-            logits[free] = self._step(ids, pos, ck, cv, 0, mask)
+            logits[free] = self.forward(ids, pos, ck, cv, 0, mask)
             cache_k[:, free, :, :W], cache_v[:, free, :, :W] = ck, cv
             keys[free] = False
             keys[free, :W] = am
@@ -395,8 +362,8 @@ class Engine:
                 ids = torch.full((len(row),), eos, dtype=torch.long, device=device)
                 ids[cont] = nxt[going]
                 end = W + int(made[active].max())
-                step = self._step(ids[:, None], next_pos[:, None], cache_k, cache_v, write,
-                                  keys[:, None, None, :end], end=end)
+                step = self.forward(ids[:, None], next_pos[:, None], cache_k, cache_v, write,
+                                    keys[:, None, None, :end], end=end)
                 logits[cont] = step[cont]
                 next_pos[cont] += 1
             free = (~active).nonzero().squeeze(1)
@@ -419,9 +386,9 @@ class StaticDecode:
     the filled prefix only, where one graph for all steps would read the whole padded cache
     every step. Graphs share one memory pool and are replayed in the order they were captured.
     A batch without padding (`dense`) needs no mask: the prompt's attention uses the flash
-    kernel and the decode steps skip the masking. Every row runs to the last step; after a row's EOS its tokens are filler, as in
-    `Engine.generate`. Decoding stops early, checked every `check_every` steps, once every row
-    has finished.
+    kernel and the decode steps skip the masking. Every row runs to the last step; after a
+    row's EOS its tokens are filler, as in `Engine.generate`. Decoding stops early, checked
+    every `check_every` steps, once every row has finished.
     """
 
     check_every = 16
