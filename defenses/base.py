@@ -31,6 +31,10 @@ from dataclasses import dataclass
 # a `check` reason with this prefix asks the gateway to hold the request and check it again
 # next tick (a delay, like HTTP 429 with Retry-After served by the gateway), not to refuse it
 DELAY = "delay: "
+# a `check` reason with this prefix says the account asks too fast (HTTP 429): the caller is told
+# to slow down (`Exchange.retry`), as an API's rate-limit response tells a client, and a client
+# that does will be served again; any other reason is a refusal of the request itself
+RATE = "rate limit: "
 ACTIONS = ("ban", "throttle", "flag")
 
 

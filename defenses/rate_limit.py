@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from defenses.base import DELAY, Defense
+from defenses.base import DELAY, RATE, Defense
 
 KEYS = ("account", "ip", "subnet", "payment", "cluster")
 MINUTES_PER_DAY = 24 * 60
@@ -75,10 +75,10 @@ class RateLimit(Defense):
         keys = {kind: key_value(request.account, kind, ctx) for kind in KEYS}
         for kind, limit in self.per_day.items():
             if self.days.get((kind, keys[kind], day), 0) + 1 > limit:
-                return f"rate limit: {kind}/day"
+                return f"{RATE}{kind}/day"
         for kind in self.per_minute:
             if self._tokens(kind, keys[kind], now) < 1:
-                return (DELAY if self.mode == "delay" else "") + f"rate limit: {kind}/minute"
+                return (DELAY if self.mode == "delay" else "") + f"{RATE}{kind}/minute"
         # admitted: spend one token of every bucket
         for kind in self.per_minute:
             self.buckets[kind, keys[kind]] = (self._tokens(kind, keys[kind], now) - 1, now)

@@ -116,7 +116,7 @@ class Campaign(Actor):
         for ask, ex in pairs:
             if ex.reason == "banned" and ask.account.id not in self.banned:
                 self.lost(ask.account, tick)
-            elif ex.reason == "throttled" or ex.reason.startswith("rate limit"):
+            elif ex.retry:  # told to slow down (HTTP 429), not refused for what it asked
                 self.backoff(ask.account, tick)
             if not ask.attack:
                 continue
