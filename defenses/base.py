@@ -17,7 +17,7 @@ trained and returns metrics a defense can measure on a suspect model (the waterm
 radioactivity test); the default measures nothing.
 
 A defense that learns from labelled traffic before it serves (the behavioural fingerprint)
-names what to simulate in `calibration()` -> (actors, seed), legitimate users first; the world
+names what to simulate in `calibration(clock)` -> (actors, seed), legitimate users first; the world
 runs that simulation apart from the run (`sim.world.calibrate`: its own network and seed, an
 oracle teacher, no defenses) and hands the result to `calibrate(traffic)`. The defense never
 builds a world of its own.
@@ -69,7 +69,9 @@ class Defense:
     def audit(self, student, suite, harvest) -> dict:
         return {}
 
-    def calibration(self) -> tuple[list, int] | None:
+    calibration_stats: dict = {}  # what `calibrate` measured (reported as `calibration/*`)
+
+    def calibration(self, clock) -> tuple[list, int] | None:
         return None
 
     def calibrate(self, traffic) -> None:

@@ -9,7 +9,7 @@ identify distillation attack patterns". Here:
 - classifier: logistic regression (`model: logreg`) or a one-hidden-layer MLP (`model:
   mlp`) in torch, on standardised features, trained on a *calibration* simulation: the same
   legitimate personas and the `campaigns` listed in the config, with its own seed and an
-  oracle teacher (no generation), which the world simulates and hands in (`calibration()`,
+  oracle teacher (no generation), which the world simulates and hands in (`calibration(clock)`,
   `calibrate(traffic)`), never on the evaluation run's labels;
 - threshold τ: the (1 - `target_fpr`) quantile of the highest score each benign calibration
   account reached over the scoring rounds, so about `target_fpr` of legitimate accounts are
@@ -169,14 +169,22 @@ class Fingerprint(Defense):
                                "min_requests": self.min_requests, "model": self.clf.model_kind,
                                "epochs": self.clf.epochs, "seed": self.clf.seed}
 
-    def calibration(self) -> tuple[list, int] | None:
-        return None if self.clf.net is not None else ([self.users, *self.campaigns], self.calibration_seed)
+    def calibration(self, clock) -> tuple[list, int] | None:
+        if self.clf.net is not None or clock.n_ticks < self.score_every:
+            return None  # calibrated already, or a run too short to reach a scoring round
+        return [self.users, *self.campaigns], self.calibration_seed
 
     def calibrate(self, traffic) -> None:
         offsets = {a.id: a.utc_offset for a in traffic.gateway.ctx.accounts.values()}
         snaps = self._snapshots(traffic.log, offsets, traffic.ticks, traffic.gateway.ctx.tick_minutes)
         y = np.array([traffic.owner.get(a) != self.users.name for a in snaps.index], dtype=np.float32)
-        self.calibration_stats = self.clf.fit(snaps[self.columns].to_numpy(np.float32), y, snaps.index)
+        if not (y == 0).any() or not (y == 1).any():
+            raise ValueError(f"defense.fingerprint: the calibration simulation gave no "
+                             f"{'legitimate' if not (y == 0).any() else 'campaign'} account with "
+                             f"min_requests={self.min_requests} requests in a scoring round (every "
+                             f"score_every={self.score_every} ticks); lower min_requests, or give it more users or days")
+        self.calibration_stats = {**self.clf.fit(snaps[self.columns].to_numpy(np.float32), y, snaps.index),
+                                  "target_fpr": self.clf.target_fpr}
 
     def retrain(self, banned_features: np.ndarray) -> None:
         self.clf.retrain(banned_features)

@@ -167,7 +167,8 @@ def kb_coverage(suite: Suite, queried) -> float:
 
 
 def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[str, int],
-                  clusters: dict[str, str] | None = None, flags: dict[str, int] | None = None) -> dict[str, float]:
+                  clusters: dict[str, str] | None = None, flags: dict[str, int] | None = None,
+                  actions=()) -> dict[str, float]:
     """`utility/*`, `detection/*` and traffic counts from the exchange log (a DataFrame with
     the public columns and the `truth/*` columns) and the gateway's bans (account -> tick).
 
@@ -184,6 +185,10 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
       them when it never came).
     - `detection/cluster_ari`: adjusted Rand index of the detected clusters against the truth
       (the campaign's accounts one group, every legitimate account its own).
+    - `detection/false_positive_rate`: legitimate accounts acted on (banned or flagged) / the
+      legitimate accounts that sent anything; `detection/<detector>/false_positive_rate` the
+      same for each detector's own actions (`actions`: the gateway's (tick, Action) list), to
+      read against the rate it was calibrated for (`calibration/target_fpr`).
     """
     legit = log[log["truth/kind"] == "user"]
     attack = log[log["truth/kind"] == "attack"]
@@ -199,6 +204,12 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     active = [a for a in log["account"].unique() if a in attacker_ids or a in legit_ids]
     truth = ["attacker" if a in attacker_ids else a for a in active]
     found = [(clusters or {}).get(a, a) for a in active]
+    legit_active = legit_ids & set(legit["account"])
+    by: dict[str, set] = {}
+    for _, a in actions:
+        by.setdefault(a.by or "unnamed", set()).add(a.account)
+    per_detector = {f"detection/{name}/false_positive_rate": ratio(len(acted & legit_active), len(legit_active))
+                    for name, acted in sorted(by.items())}
     return {
         "utility/relative": ratio(float(legit["truth/ok"].sum()), float(legit["truth/clean_ok"].sum())),
         "utility/false_ban_rate": ratio(len(banned & legit_ids), len(legit_ids)),
@@ -209,6 +220,8 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
         "detection/leaked_before_ban": int((served_attack["tick"] < first_ban).sum()),
         "detection/cluster_ari": adjusted_rand_index(truth, found),
         "detection/cluster_purity": cluster_purity(active, truth, found, banned),
+        "detection/false_positive_rate": ratio(len(detected & legit_active), len(legit_active)),
+        **per_detector,
         "traffic/exchanges": len(log),
         "traffic/served": int((log["status"] == "served").sum()),
         "traffic/blocked": int((log["status"] != "served").sum()),

@@ -29,7 +29,7 @@ def calibrate(stack, suite, clock) -> None:
     from teachers.oracle import Oracle
 
     for d in stack.defenses:
-        wanted = d.calibration()
+        wanted = d.calibration(clock)
         if wanted is None:
             continue
         actors, seed = wanted

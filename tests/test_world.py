@@ -183,6 +183,13 @@ def test_utility_counts_only_well_served_legitimate_requests(make_cfg):
     _, half, _ = traffic(make_cfg, "sizes.users=60", stack=Stack([BlockUsers()]))
     m = world_metrics(half.log, set(), set(), {})
     assert 0 < m["utility/relative"] < 1
+    # false positives: legitimate accounts acted on, of those that sent anything, per detector too
+    people = sorted(set(clean.log[clean.log["truth/kind"] == "user"]["account"]))
+    acts = [(3, Action("flag", people[0], by="fp")), (5, Action("ban", people[1], by="cl")),
+            (6, Action("flag", people[1], by="fp"))]
+    m = world_metrics(clean.log, set(), set(people), {people[1]: 5}, flags={people[0]: 3, people[1]: 6}, actions=acts)
+    assert m["detection/false_positive_rate"] == 2 / len(people)
+    assert m["detection/fp/false_positive_rate"] == 2 / len(people) and m["detection/cl/false_positive_rate"] == 1 / len(people)
 
 
 def test_boundary_policy_finds_the_failing_difficulty(make_cfg):
