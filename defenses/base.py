@@ -17,7 +17,8 @@ trained and returns metrics a defense can measure on a suspect model (the waterm
 radioactivity test); the default measures nothing.
 
 A defense that learns from labelled traffic before it serves (the behavioural fingerprint)
-names what to simulate in `calibration(clock)` -> (actors, seed), legitimate users first; the world
+names what to simulate in `calibration(ticks)` -> (actors, seed), legitimate users first (`ticks`:
+how long the run lasts, None for a server that runs until stopped); the world
 runs that simulation apart from the run (`sim.world.calibrate`: its own network and seed, an
 oracle teacher, no defenses) and hands the result to `calibrate(traffic)`. The defense never
 builds a world of its own.
@@ -71,7 +72,7 @@ class Defense:
 
     calibration_stats: dict = {}  # what `calibrate` measured (reported as `calibration/*`)
 
-    def calibration(self, clock) -> tuple[list, int] | None:
+    def calibration(self, ticks: int | None) -> tuple[list, int] | None:
         return None
 
     def calibrate(self, traffic) -> None:

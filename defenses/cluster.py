@@ -39,6 +39,8 @@ LINKS = ("payment", "device", "ip", "subnet", "behaviour")
 
 
 class Cluster(Defense):
+    name = "cluster"  # its actions' `by`, and its `detection/<name>/*` metrics
+
     def __init__(self, weights: Mapping[str, float] | None = None, min_weight: float = 1.0,
                  similarity: float = 0.95, min_size: int = 3, min_requests: int = 4, window_ticks: int = 144,
                  score_every: int = 36, propagate: bool = True, ban_share: float | None = 0.3,
@@ -126,14 +128,14 @@ class Cluster(Defense):
                     for a in self.members[cid]:
                         ctx.clusters[a] = cid
                     if self.ban_share is not None and reuse[label == k][0] >= self.ban_share:
-                        actions += [Action(self.action, m, by="cluster") for m in sorted(self.members[cid])
+                        actions += [Action(self.action, m, by=self.name) for m in sorted(self.members[cid])
                                     if m not in ctx.banned]
         if self.propagate:  # a ban on any member bans the whole cluster (a flag flags it, when flagging)
             for cid, members in self.members.items():
                 if any(m in ctx.banned for m in members):
-                    actions += [Action("ban", m, by="cluster") for m in sorted(members) if m not in ctx.banned]
+                    actions += [Action("ban", m, by=self.name) for m in sorted(members) if m not in ctx.banned]
                 elif self.action == "flag" and any(m in ctx.flagged for m in members):
-                    actions += [Action("flag", m, by="cluster") for m in sorted(members)
+                    actions += [Action("flag", m, by=self.name) for m in sorted(members)
                                 if m not in ctx.flagged and m not in ctx.banned]
         done = {(a.kind, a.account) for a in actions}
         return [a for a in dict.fromkeys(actions) if a.kind == "ban" or ("ban", a.account) not in done]

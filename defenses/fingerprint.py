@@ -9,7 +9,7 @@ identify distillation attack patterns". Here:
 - classifier: logistic regression (`model: logreg`) or a one-hidden-layer MLP (`model:
   mlp`) in torch, on standardised features, trained on a *calibration* simulation: the same
   legitimate personas and the `campaigns` listed in the config, with its own seed and an
-  oracle teacher (no generation), which the world simulates and hands in (`calibration(clock)`,
+  oracle teacher (no generation), which the world simulates and hands in (`calibration(ticks)`,
   `calibrate(traffic)`), never on the evaluation run's labels;
 - threshold τ: the (1 - `target_fpr`) quantile of the highest score each benign calibration
   account reached over the scoring rounds, so about `target_fpr` of legitimate accounts are
@@ -73,7 +73,13 @@ class Classifier:
         self._set_threshold()
 
     def _fit(self, x: np.ndarray, y: np.ndarray) -> None:
-        torch.manual_seed(self.seed)
+        # seeded apart from the process: whatever draws from torch's global generator later
+        # (another defense's proxy model) draws the same numbers with or without this fit
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            self._train(x, y)
+
+    def _train(self, x: np.ndarray, y: np.ndarray) -> None:
         d = x.shape[1]
         self.net = (torch.nn.Linear(d, 1) if self.model_kind == "logreg"
                     else torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
@@ -94,6 +100,8 @@ class Classifier:
 
 
 class Fingerprint(Defense):
+    name = "fingerprint"  # its actions' `by`, and its `detection/<name>/*` metrics
+
     def __init__(self, users, campaigns: Sequence, target_fpr: float = 0.01,
                  action: str = "flag", window_ticks: int = 144, score_every: int = 36, min_requests: int = 8,
                  model: str = "logreg", epochs: int = 300, seed: int = 0, calibration_seed: int = 1000,
@@ -169,8 +177,8 @@ class Fingerprint(Defense):
                                "min_requests": self.min_requests, "model": self.clf.model_kind,
                                "epochs": self.clf.epochs, "seed": self.clf.seed}
 
-    def calibration(self, clock) -> tuple[list, int] | None:
-        if self.clf.net is not None or clock.n_ticks < self.score_every:
+    def calibration(self, ticks: int | None) -> tuple[list, int] | None:
+        if self.clf.net is not None or (ticks is not None and ticks < self.score_every):
             return None  # calibrated already, or a run too short to reach a scoring round
         return [self.users, *self.campaigns], self.calibration_seed
 
@@ -214,4 +222,4 @@ class Fingerprint(Defense):
         scores = self.clf.score(f[self.columns].to_numpy(np.float32))
         hits = [a for a, s in zip(f.index, scores) if s > self.clf.tau and a not in self.acted]
         self.acted.update(hits)
-        return [Action(self.action, a, by="fingerprint") for a in hits]
+        return [Action(self.action, a, by=self.name) for a in hits]

@@ -150,6 +150,9 @@ def main(cfg: DictConfig) -> float:
             if e.code == 2 and fresh:  # a refused config leaves nothing but .hydra/ behind
                 path.unlink(missing_ok=True)
             raise
+        except BaseException:  # Hydra prints it after the streams are restored: the log keeps it too
+            log.write(traceback.format_exc())
+            raise
         finally:
             sys.stdout, sys.stderr = stdout, stderr
 
@@ -279,7 +282,7 @@ def check_overrides(argv: list[str]) -> None:
             near = [f"{parent}.{m}" if parent else m for m in difflib.get_close_matches(leaf, siblings, n=1)]
             value = next(t for t in first if t.lstrip("+~").startswith(key + "=")).split("=", 1)[1]
             fail(f"{key}={value}: no such key" + (f" (did you mean {near[0]}?)" if near else ""))
-        base = set(compose("run", overrides=[t for t in first if not t.startswith("+")]).keys())
+        base = set(compose("run", overrides=[t for t in first if not t.startswith("+") or "hydra.searchpath" in t]).keys())
     for text in first:  # `+key=value` at the top level: nothing reads it
         key = text[1:].split("=", 1)[0] if text.startswith("+") and not text.startswith("++") else None
         if key and "." not in key and key not in base and key not in GROUPS:
@@ -316,24 +319,28 @@ def isolated(cfg: DictConfig, out: Path, group: str) -> dict | None:
 
     (out / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / ".hydra" / "job.yaml")  # unresolved: the child hashes the same config
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--job", str(out), group],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    import os
+
     tail: list[str] = []
-    try:
-        for line in child.stdout:
-            sys.stdout.write(line)
-            tail = (tail + [line])[-30:]
-        code = child.wait()
-    except BaseException:  # Ctrl-C or SIGTERM here: the child goes too
-        child.terminate()
-        child.wait()
-        raise
+    # unbuffered: every line reaches the job's log as it is printed, the last ones too when killed
+    with subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--job", str(out), group],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:
+        try:
+            for line in child.stdout:
+                sys.stdout.write(line)
+                tail = (tail + [line])[-30:]
+            code = child.wait()
+        except BaseException:  # Ctrl-C or SIGTERM here: the child goes too
+            child.terminate()
+            child.wait()
+            raise
     if code == FAILED:
         return None
     if code < 0:
         raise JobDied(f"the job's process was killed by {signal.Signals(-code).name}", tail)
     if code != 0:
-        last = next((t.strip() for t in reversed(tail) if t.strip()), "")
+        last = next((t.strip() for t in reversed(tail) if t.strip()), "it printed nothing")
         raise JobDied(f"the job's process exited with status {code}: {last}", tail)
     return json.loads((out / "results.json").read_text())
 

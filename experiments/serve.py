@@ -148,7 +148,7 @@ class Server:
 
         cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else ROOT / ".cache" / "teachers"
         self.teacher, self.card = teachers.load(self.world.teacher_spec, self.world.suite, cache, log=lambda *a: None)
-        calibrate(self.world.stack, self.world.suite, self.world.clock)  # before the first key is admitted
+        calibrate(self.world.stack, self.world.suite, self.world.clock, server=True)  # before the first key
         self.gateway = Gateway(self.teacher, self.world.stack, seed=self.world.seeds["world"], **self.world.gateway_cfg)
         if self.cfg.serve["keys"]:  # item access: `.keys` is the mapping's method
             self.keys = load_keys(self.cfg.serve["keys"], self.network, self.gateway.open_account)

@@ -491,6 +491,8 @@ def prepare(cfg, replay=None):
         kind, params = columnar()
         if kind not in FORMS:
             raise ValueError(f"defense.{name}: columnar form {kind!r} is not one the replay runs ({', '.join(FORMS)})")
+        if kind in forms:
+            raise ValueError(f"defense.{name}: a second {kind} detector; the replay runs one of each")
         forms[kind] = params
     fp, cl = forms.get("fingerprint"), forms.get("cluster")
     users_cfg = OmegaConf.to_container(cfg.users, resolve=True)
@@ -530,7 +532,7 @@ def run(cfg, out: Path, log=print, replay: "Replay | None" = None) -> dict:
         x = np.concatenate([s[1] for s in sim_c.snaps])
         y = np.concatenate([s[2] for s in sim_c.snaps]).astype(np.float32)
         clf = Classifier(fp["model"], fp["epochs"], fp["seed"], fp["target_fpr"])
-        stats["calibration"] = clf.fit(x, y, ids)
+        stats["calibration"] = {**clf.fit(x, y, ids), "target_fpr": clf.target_fpr}
         stats["calibration_s"] = time.perf_counter() - t
         log(f"calibration replay: {sim_c.totals.sum():,} exchanges, {len(ids):,} snapshots; "
             f"tau {clf.tau:.3f}, recall at tau {stats['calibration']['recall_at_tau']:.3f}")
@@ -544,6 +546,7 @@ def run(cfg, out: Path, log=print, replay: "Replay | None" = None) -> dict:
     kind, banned = a["kind"], a.banned >= 0
     attackers, legit = kind == KIND["attack"], kind == KIND["user"]
     tot = sim_.totals
+    sent = np.pad(sim_.active, (0, len(a) - len(sim_.active)))  # accounts that sent anything
     # attribution over the accounts that sent anything: the campaign one group, every person alone
     active = np.flatnonzero(sim_.active)
     truth = np.where(attackers[active], -1, active)
@@ -559,6 +562,7 @@ def run(cfg, out: Path, log=print, replay: "Replay | None" = None) -> dict:
         # the oracle's answer does not depend on the defenses: clean_ok is `correct`
         "utility/relative": metrics.ratio(float(tot[KIND["user"], 1, 1]), float(tot[KIND["user"], :, 1].sum())),
         "utility/false_ban_rate": metrics.ratio(int((banned & legit).sum()), int(legit.sum())),
+        "detection/false_positive_rate": metrics.ratio(int((banned & legit & sent).sum()), int((legit & sent).sum())),
         "detection/precision": metrics.ratio(int((banned & attackers).sum()), int(banned.sum())),
         "detection/recall": metrics.ratio(int((banned & attackers).sum()), int(attackers.sum())),
         "detection/ticks_to_first_ban": (first_ban - sim_.first_attack) if first_ban is not None else float("nan"),

@@ -168,7 +168,7 @@ def kb_coverage(suite: Suite, queried) -> float:
 
 def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[str, int],
                   clusters: dict[str, str] | None = None, flags: dict[str, int] | None = None,
-                  actions=()) -> dict[str, float]:
+                  actions=(), detectors=()) -> dict[str, float]:
     """`utility/*`, `detection/*` and traffic counts from the exchange log (a DataFrame with
     the public columns and the `truth/*` columns) and the gateway's bans (account -> tick).
 
@@ -187,8 +187,9 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
       (the campaign's accounts one group, every legitimate account its own).
     - `detection/false_positive_rate`: legitimate accounts acted on (banned or flagged) / the
       legitimate accounts that sent anything; `detection/<detector>/false_positive_rate` the
-      same for each detector's own actions (`actions`: the gateway's (tick, Action) list), to
-      read against the rate it was calibrated for (`calibration/target_fpr`).
+      same for each detector's own bans and flags (`actions`: the gateway's (tick, Action)
+      list; every name in `detectors` is reported, 0 when it acted on no one), to read
+      against the rate it was calibrated for (`calibration/target_fpr`).
     """
     legit = log[log["truth/kind"] == "user"]
     attack = log[log["truth/kind"] == "attack"]
@@ -205,9 +206,10 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     truth = ["attacker" if a in attacker_ids else a for a in active]
     found = [(clusters or {}).get(a, a) for a in active]
     legit_active = legit_ids & set(legit["account"])
-    by: dict[str, set] = {}
+    by: dict[str, set] = {name: set() for name in detectors}
     for _, a in actions:
-        by.setdefault(a.by or "unnamed", set()).add(a.account)
+        if a.kind in ("ban", "flag"):
+            by.setdefault(a.by or "unnamed", set()).add(a.account)
     per_detector = {f"detection/{name}/false_positive_rate": ratio(len(acted & legit_active), len(legit_active))
                     for name, acted in sorted(by.items())}
     return {

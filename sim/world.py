@@ -19,17 +19,18 @@ TRUTH_COLUMNS = ("truth/actor", "truth/kind", "truth/skill", "truth/difficulty",
                  "truth/ok", "truth/clean_ok", "truth/altered")
 
 
-def calibrate(stack, suite, clock) -> None:
+def calibrate(stack, suite, clock, server: bool = False) -> None:
     """Simulate each calibration a defense of `stack` asks for (`Defense.calibration`) and hand
     it the traffic, before the run's own traffic starts. Apart from the run: the defense's own
     actors, their own network and seed, an oracle teacher (answers without generation), no
-    defenses. A defense calibrated already is left alone (a server and a run may share it)."""
+    defenses. A defense calibrated already is left alone. `server`: the traffic runs until
+    stopped, not for the clock's ticks (the calibration still simulates the clock's days)."""
     from defenses.base import Stack
     from sim.accounts import Network
     from teachers.oracle import Oracle
 
     for d in stack.defenses:
-        wanted = d.calibration(clock)
+        wanted = d.calibration(None if server else clock.n_ticks)
         if wanted is None:
             continue
         actors, seed = wanted

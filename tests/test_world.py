@@ -8,10 +8,10 @@ import dataclasses
 
 import pytest
 
-from defenses.base import Defense, Stack
+from defenses.base import Action, Defense, Stack
 from sim.accounts import Account
 from sim.clock import Clock
-from sim.gateway import PUBLIC_COLUMNS, Action, Context, Gateway, Request
+from sim.gateway import PUBLIC_COLUMNS, Context, Gateway, Request
 from sim.runner import World
 from sim.world import simulate
 
