@@ -168,13 +168,20 @@ def ci(values) -> tuple[float, float, int]:
     return float(v.mean()), half, n
 
 
+def _decimals(m: float) -> int:
+    """Three decimals for shares and accuracies, fewer as numbers grow (counts, dollars), and
+    never a power of ten: 0.377, 36.3, 1453."""
+    return 3 if abs(m) < 10 else 1 if abs(m) < 100 else 0
+
+
 def _fmt(values: pd.Series) -> str:
     m, half, n = ci(values)
     if n == 0:
         return "–"
+    d = _decimals(m)
     if n == 1 or math.isclose(half, 0.0, abs_tol=1e-12):
-        return f"{m:.3g}" if abs(m) >= 10 else f"{m:.3f}"
-    return f"{m:.3f} ± {half:.3f}"
+        return f"{m:.{d}f}"
+    return f"{m:.{d}f} ± {half:.{d}f}"
 
 
 def _groups(df: pd.DataFrame, by: list[str]):
