@@ -238,7 +238,7 @@ def run_text(cfg: DictConfig, out: Path, log=print, progress: bool = False, grou
     t = time.perf_counter()
     gateway = Gateway(teacher, world.stack, seed=world.seeds["world"], **world.gateway_cfg)
     attacker, users = world.attacker, world.users
-    traffic = simulate([users, attacker], gateway, world.suite, world.clock, progress=progress)
+    traffic = simulate([users, attacker], gateway, world.suite, world.clock, progress=progress, log=log)
     timings["traffic_s"] = time.perf_counter() - t
     log(f"traffic: {traffic.ticks} ticks of {world.clock.tick_minutes} min, {len(traffic.log):,} requests "
         f"({users.n_users:,} users); attacker sent {attacker.sent:,} queries from {len(attacker.accounts):,} "

@@ -50,8 +50,9 @@ class Traffic:
     ticks: int  # ticks simulated (the run ends early once every actor is done)
 
 
-def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool = False) -> Traffic:
-    """Run bound actors (see `Actor.bind`) through the clock against `gateway`."""
+def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool = False, log=None) -> Traffic:
+    """Run bound actors (see `Actor.bind`) through the clock against `gateway`. `progress`: a
+    bar on a terminal; else, with `log`, a line every tenth of the ticks (a job's log file)."""
     import pandas as pd
 
     calibrate(gateway.stack, suite, clock)
@@ -87,6 +88,9 @@ def simulate(actors: list[Actor], gateway: Gateway, suite, clock, progress: bool
             if bar:
                 bar.update(task, advance=1, stats=f"served {n_served:,} · blocked {n_blocked:,} · "
                                                   f"banned {len(gateway.ctx.banned):,}")
+            elif log is not None and (tick + 1) % -(-clock.n_ticks // 10) == 0:  # at most ten lines
+                log(f"traffic: tick {tick + 1}/{clock.n_ticks}, served {n_served:,}, blocked {n_blocked:,}, "
+                    f"banned {len(gateway.ctx.banned):,}")
             if all(a.done for a in actors) and not gateway.queue:
                 break
     owner = {acc.id: a.name for a in actors for acc in a.owned_accounts()}

@@ -158,3 +158,34 @@ def test_no_account_is_served_beyond_its_rate_limit(seed, per_day, per_minute, m
                 minute = served[e.request.account.id, "minute", t] = served[e.request.account.id, "minute", t] + 1
                 assert minute <= per_minute * 10 + per_minute * 60 + 1  # the bucket: burst plus a tick's refill
     assert all(n <= per_day for (a, *rest), n in served.items() if len(rest) == 1)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**16), bits=st.floats(1.0, 60.0), per_tick=st.integers(1, 12),
+       cells=st.integers(1, 12))
+def test_no_account_is_served_beyond_its_information_budget(seed, bits, per_tick, cells):
+    """Over the requests each account was served, the coverage information n H(cells) (in
+    bits, recomputed here from the served prompts) never exceeds the configured budget."""
+    import math
+    from collections import Counter, defaultdict
+
+    from defenses.base import Stack
+    from defenses.info_budget import InfoBudget, cell
+    from sim.accounts import Account
+    from sim.gateway import Gateway
+
+    gw = Gateway(Teacher(), Stack([InfoBudget(bits=bits, keys=("account",))]), max_new_tokens=8, seed=seed)
+    accounts = [Account(f"acct-{i}") for i in range(3)]
+    for a in accounts:
+        gw.open_account(a)
+    rng = random.Random(seed)
+    prompts = [f"{rng.choice(['calc', 'run', 'tool', 'tbl', 'kb'])} {'x' * rng.randrange(1, 40)}" for _ in range(cells)]
+    served: dict[str, Counter] = defaultdict(Counter)
+    for t in range(30):
+        for e in gw.serve(t, [(rng.choice(accounts), rng.choice(prompts)) for _ in range(per_tick)]):
+            if e.status == "served":
+                served[e.request.account.id][cell(e.request.prompt)] += 1
+    for counts in served.values():
+        n = sum(counts.values())
+        info = n * math.log2(n) - sum(c * math.log2(c) for c in counts.values())  # n H(p)
+        assert info <= bits + 1e-9
