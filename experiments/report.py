@@ -289,11 +289,13 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     annotate = len(nums) <= 8 and len(keys) <= 1
     every = len(keys) > 2  # more groupings than colour and marker: each group its own, named in the legend
     fig, ax = plt.subplots(figsize=(7, 5) if annotate else (9, 5))
-    for i, ((_, r), text) in enumerate(zip(nums.iterrows(), labels)):
+    styles = [(plt.cm.tab10(i % 10), shapes[i // 10 % len(shapes)]) if every else
+              (colours.get(r[colour_key], "C0") if colour_key else "C0", markers.get(r[marker_key], "o") if marker_key else "o")
+              for i, (_, r) in enumerate(nums.iterrows())]  # (colour, marker) of each group
+    for (_, r), (colour, marker) in zip(nums.iterrows(), styles):
         ax.errorbar(r[f"{x}/mean"], r[f"{y}/mean"], xerr=0 if pd.isna(r[f"{x}/ci95"]) else r[f"{x}/ci95"],
                     yerr=0 if pd.isna(r[f"{y}/ci95"]) else r[f"{y}/ci95"], capsize=3, linestyle="none",
-                    marker=shapes[i // 10 % len(shapes)] if every else markers.get(r[marker_key], "o") if marker_key else "o",
-                    color=plt.cm.tab10(i % 10) if every else colours.get(r[colour_key], "C0") if colour_key else "C0")
+                    marker=marker, color=colour)
     if annotate:
         mid = (nums[f"{x}/mean"].min() + nums[f"{x}/mean"].max()) / 2
         for (_, r), text in zip(nums.iterrows(), labels):
@@ -304,8 +306,7 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray")
     handles = [Line2D([], [], linestyle="--", color="gray", label="defender's frontier")]
     if every:
-        handles += [Line2D([], [], linestyle="none", marker=shapes[i // 10 % len(shapes)], color=plt.cm.tab10(i % 10),
-                           label=text) for i, text in enumerate(labels)]
+        handles += [Line2D([], [], linestyle="none", marker=m, color=c, label=text) for (c, m), text in zip(styles, labels)]
     elif not annotate:
         handles += [Line2D([], [], linestyle="none", marker="o", color=c, label=f"{colour_key}={v}")
                     for v, c in colours.items()]

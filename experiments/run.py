@@ -301,7 +301,7 @@ FAILED = 3  # the child's exit status when it recorded its own failure in error.
 
 
 class JobDied(RuntimeError):
-    def __init__(self, message: str, output: list[str]):
+    def __init__(self, message: str, output):
         super().__init__(message)
         self.output = "".join(output)  # the end of what the job printed: its traceback, if any
 
@@ -312,16 +312,16 @@ def isolated(cfg: DictConfig, out: Path, group: str) -> dict | None:
     instead of taking the worker and with it the whole sweep down. The child reads the job's
     config from its directory and writes `results.json` there; its output goes to the job's
     log through this process. None: the job failed and wrote `error.json` itself."""
+    import os
     import signal
     import subprocess
+    from collections import deque
 
     from omegaconf import OmegaConf
 
     (out / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / ".hydra" / "job.yaml")  # unresolved: the child hashes the same config
-    import os
-
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=30)  # the end of its output, for error.json
     # unbuffered: every line reaches the job's log as it is printed, the last ones too when killed
     with subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--job", str(out), group],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -329,7 +329,7 @@ def isolated(cfg: DictConfig, out: Path, group: str) -> dict | None:
         try:
             for line in child.stdout:
                 sys.stdout.write(line)
-                tail = (tail + [line])[-30:]
+                tail.append(line)
             code = child.wait()
         except BaseException:  # Ctrl-C or SIGTERM here: the child goes too
             child.terminate()

@@ -18,6 +18,7 @@ answer (`feedback`). The campaign decides through which account and when.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 
@@ -26,12 +27,13 @@ from sim.surface import followup, render
 from sim.tasks import MAX_DIFFICULTY, MIN_DIFFICULTY, Problem, Suite, check_difficulty, final_answer
 
 
-class Policy:
+class Policy(ABC):
     def bind(self, suite: Suite, budget: int) -> None:
         self.suite, self.budget = suite, budget
 
+    @abstractmethod
     def next(self, rng: random.Random) -> tuple[Problem, bool]:
-        raise NotImplementedError
+        """The next question to ask, and whether to ask for its reasoning."""
 
     def render(self, problem: Problem, explain: bool, rng: random.Random) -> str:
         return problem.request(explain)

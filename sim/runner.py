@@ -201,14 +201,6 @@ def run(cfg: DictConfig, out_dir: str | Path, log=print, progress: bool = False,
     return backend.run(cfg, Path(out_dir), log=log, progress=progress, group=group)
 
 
-class TextWorld:
-    """The world of text: a teacher generating every answer, accounts and a gateway with the
-    configured defense stack, the harvest, a student trained on it and scored."""
-
-    def run(self, cfg: DictConfig, out: Path, log=print, progress: bool = False, group: str | None = None) -> dict:
-        return run_text(cfg, out, log=log, progress=progress, group=group)
-
-
 def run_text(cfg: DictConfig, out: Path, log=print, progress: bool = False, group: str | None = None) -> dict:
     world = World(cfg)  # every bad value stops here, before any compute
     external = load_harvest(cfg.harvest) if cfg.get("harvest") else None
@@ -294,6 +286,13 @@ def run_text(cfg: DictConfig, out: Path, log=print, progress: bool = False, grou
                                     and not isinstance(v, bool) and not k.startswith("config/")})
             logger.save()
     return results
+
+
+class TextWorld:
+    """The world of text: a teacher generating every answer, accounts and a gateway with the
+    configured defense stack, the harvest, a student trained on it and scored (`run_text`)."""
+
+    run = staticmethod(run_text)
 
 
 def distilled(world, out, teacher, card, train_set, served, cache, timings, logger, log) -> dict:
