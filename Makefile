@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 ARGS    ?=
 
-.PHONY: run test teacher base report clean
+.PHONY: run test teacher base judge report clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -25,6 +25,10 @@ teacher: $(STAMP)
 # retrain the public base model every attacker starts from and ship it in students/shipped/
 base: $(STAMP)
 	$(PY) -m experiments.train base $(ARGS)
+
+# retrain the teacher that also grades (teacher=judge) and ship it in teachers/shipped_judge/
+judge: $(STAMP)
+	$(PY) -m experiments.train judge $(ARGS)
 
 clean:
 	rm -rf runs multirun outputs .cache

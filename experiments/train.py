@@ -3,6 +3,7 @@ and ship it (`teachers/shipped/`, `students/shipped/`).
 
     python -m experiments.train             # the default (scale=small) teacher -> teachers/shipped/
     python -m experiments.train base            # the public base model -> students/shipped/
+    python -m experiments.train judge           # the teacher that also grades -> teachers/shipped_judge/
     python -m experiments.train scale=tiny ...  # any other config -> the cache (.cache/teachers/<hash>)
 
 The checkpoint is written atomically with its card (accuracy per skill x difficulty) and the
@@ -25,7 +26,7 @@ from sim.quiet import quiet
 from teachers.lm import CharLM
 
 from sim.runner import ROOT, World
-from teachers import SHIPPED, format_card, make_card, teacher_hash
+from teachers import SHIPPED, format_card, full_card, teacher_hash
 
 
 class LearningCurve(L.Callback):
@@ -59,23 +60,25 @@ def main(argv: list[str]) -> None:
 
     from students.base import SHIPPED_BASE
 
-    what = "base" if argv[:1] == ["base"] else "teacher"
-    overrides = argv[1:] if what == "base" else argv
+    what = argv[0] if argv[:1] in (["base"], ["judge"]) else "teacher"
+    overrides = argv[1:] if what != "teacher" else argv
+    fixed = {"base": ["student=finetune"], "judge": ["teacher=judge"], "teacher": []}[what]
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("run", overrides=(["student=finetune"] if what == "base" else []) + overrides)
+        cfg = compose("run", overrides=fixed + overrides)
     quiet()
     world = World(cfg)
     torch.set_num_threads(int(cfg.threads))
     spec, suite = (world.student_spec.base, world.suite) if what == "base" else (world.teacher_spec, world.suite)
     key = teacher_hash(spec, suite)
     print(f"training {what} {key}: {spec}")
-    curve = LearningCurve(suite, every=max(1, spec.steps // 10), max_new_tokens=spec.max_new_tokens)
+    steps = getattr(spec, "judge_steps", spec.steps)
+    curve = LearningCurve(suite, every=max(1, steps // 10), max_new_tokens=spec.max_new_tokens)
     lm, stats = spec.train(suite, callbacks=[curve])
-    card = make_card(lm, suite, spec.max_new_tokens)
-    card.update(hash=key, train=stats, config=spec.fingerprint())
+    card = full_card(spec, lm, suite)
+    card.update(hash=key, train=stats)
     # only the default models ship with the repo; any other config goes to the cache, where
     # `teachers.load` finds it by hash (a `scale=tiny` trial must not overwrite the shipped one)
-    shipped = SHIPPED_BASE if what == "base" else SHIPPED
+    shipped = SHIPPED_BASE if what == "base" else getattr(spec, "shipped", SHIPPED)
     dest = shipped if not overrides else ROOT / ".cache" / "teachers" / key
     lm.save(dest, extra={"card.json": card})
     print(format_card(card, what))

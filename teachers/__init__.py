@@ -19,7 +19,7 @@ import pandas as pd
 from sim.tasks import Suite
 from teachers.lm import CharLM, Completion
 
-__all__ = ["CharLM", "Completion", "load", "teacher_hash", "make_card", "format_card", "SHIPPED"]
+__all__ = ["CharLM", "Completion", "load", "teacher_hash", "make_card", "full_card", "format_card", "SHIPPED"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "teachers" / "shipped"
@@ -30,7 +30,8 @@ TRAINING_CODE = ("sim/tasks/*.py", "teachers/vocab.py", "teachers/train.py", "te
 def teacher_hash(spec, suite: Suite) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"teacher": spec.fingerprint(), "tasks": suite.fingerprint()}, sort_keys=True).encode())
-    for pattern in TRAINING_CODE:
+    # a spec may name more files of its own (a judging stage's), beside the shared ones
+    for pattern in (*TRAINING_CODE, *getattr(spec, "training_code", ())):
         for f in sorted(ROOT.glob(pattern)):
             h.update(f.relative_to(ROOT).as_posix().encode())
             h.update(f.read_bytes())
@@ -55,6 +56,15 @@ def make_card(lm: CharLM, suite: Suite, max_new_tokens: int) -> dict:
     return card
 
 
+def full_card(spec, lm: CharLM, suite: Suite) -> dict:
+    """`make_card`, what the spec adds to it (a judge's agreement) and the spec's config."""
+    card = make_card(lm, suite, spec.max_new_tokens)
+    extra = getattr(spec, "card", None)
+    if callable(extra):
+        card.update(extra(lm, suite))
+    return {**card, "config": spec.fingerprint()}
+
+
 def format_card(card: dict, what: str = "teacher") -> str:
     parts = [f"{what} card ({card['params']:,} parameters, hash {card.get('hash', '?')}): "
              "held-out accuracy per skill x difficulty"]
@@ -64,6 +74,10 @@ def format_card(card: dict, what: str = "teacher") -> str:
                 df = pd.DataFrame(grids[mode]).T
                 df.index.name = f"{split} {mode}"
                 parts.append(df.to_markdown(floatfmt=".2f"))
+    for split, agree in card.get("judge", {}).items():
+        parts.append(f"judge on {agree['n']} {split} candidates (one right, one wrong per held-out question): "
+                     f"same score as the rubric {agree['score']:.3f}, same verdict {agree['verdict']:.3f}, "
+                     f"a score at all {agree['valid']:.3f}")
     if "entropy" in card:
         parts.append("next-token entropy of its explained answers (bits per character): " + ", ".join(
             f"{k} {v:.3f}" for k, v in card["entropy"].items()))
@@ -80,6 +94,7 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
     if callable(own):
         return own(suite, log=log)
     key = teacher_hash(spec, suite)
+    shipped = getattr(spec, "shipped", shipped)  # a judge ships in its own directory
     for path in (shipped, Path(cache_dir) / key):
         card_file = path / "card.json"
         if not path.exists():
@@ -96,13 +111,14 @@ def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             os.replace(path, aside)
             log(f"warning: {why}; moved aside to {aside.name} and rebuilt")
-    log(f"training {what} {key} ({spec.steps} steps); cached in {Path(cache_dir) / key}")
+    steps = getattr(spec, "judge_steps", spec.steps)  # a judge trains its judging stage (and its teacher once)
+    log(f"training {what} {key} ({steps} steps); cached in {Path(cache_dir) / key}")
     from teachers.progress import ProgressLines
 
-    lines = [] if progress else [ProgressLines(what, max(1, spec.steps // 10), log)]  # a bar, or lines
+    lines = [] if progress else [ProgressLines(what, max(1, steps // 10), log)]  # a bar, or lines
     lm, stats = spec.train(suite, progress=progress, callbacks=lines)
-    card = make_card(lm, suite, spec.max_new_tokens)
-    card.update(hash=key, train=stats, config=spec.fingerprint())
+    card = full_card(spec, lm, suite)
+    card.update(hash=key, train=stats)
     lm.save(Path(cache_dir) / key, extra={"card.json": card})
     log(format_card(card, what))
     return lm, card
