@@ -6,6 +6,7 @@ at a bounded cost to honest users. Here the perturbation is on text: the final a
 replaced by a wrong one of the same form (another digit, another name from the question,
 another city, one argument of a tool call changed, a near-miss string) and the rationale's
 last step is rewritten to match, so the poison cannot be filtered by checking consistency.
+A grade (`sim.grading`) is flipped: a right candidate is told it is wrong and a wrong one right.
 
 `target`: `flagged` (only accounts a detector flagged, `ctx.flagged`) or `random` (each
 response with probability `fraction`, whoever asked). A legitimate user who is flagged, or
@@ -19,6 +20,8 @@ import random
 from defenses.base import Defense
 from defenses.shaping import join, split
 from sim.answers import plausible_wrong
+from sim.grading import TOP, is_grading, score_of
+from sim.tasks.base import ANSWER_MARK
 from teachers.lm import Completion
 
 TARGETS = ("flagged", "random")
@@ -38,6 +41,10 @@ class Poison(Defense):
             return completion
         if self.rng.random() >= self.fraction:
             return completion
+        if is_grading(request.prompt):  # a grade: the opposite verdict
+            flipped = 0 if score_of(completion.text) == TOP else TOP
+            return Completion(f"{'right' if flipped == TOP else 'wrong'} {ANSWER_MARK}{flipped}", None,
+                              {**completion.meta, "poisoned": True})
         steps, answer = split(completion.text)
         answer = answer.strip()
         wrong = plausible_wrong(answer, request.prompt, self.rng)

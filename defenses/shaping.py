@@ -15,6 +15,10 @@ the options follow what providers and the anti-distillation literature describe:
   flatter).
 - `noise` p: each rationale step is corrupted (two characters swapped) with probability p;
   the final answer is kept, so answer-only users lose nothing.
+- `grade_noise` σ and `grade_round` g, on grading requests (`sim.grading`): the 0-5 score is
+  served as round(s + σ ε), ε ~ N(0, 1), clipped to 0..5, then floored to a multiple of g
+  (the top score stays the top: g = 5 serves only ok/wrong, without the reason's partial
+  credit). People who ask "is this right?" get the same grades.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import random
 
 from defenses.base import Defense
+from sim.grading import TOP, is_grading, score_of
 from sim.tasks import EXPLAIN
 from sim.tasks.base import ANSWER_MARK
 from teachers.lm import Completion
@@ -50,7 +55,8 @@ def elicited(prompt: str) -> bool:
 class Shaping(Defense):
     def __init__(self, hide_reasoning: str = "never", summarise_steps: int | None = None,
                  logprob_top_k: int | None = None, logprob_decimals: int | None = None,
-                 temperature: float = 1.0, noise: float = 0.0, seed: int = 0):
+                 temperature: float = 1.0, noise: float = 0.0, grade_noise: float = 0.0, grade_round: int = 1,
+                 seed: int = 0):
         if hide_reasoning not in HIDE:
             raise ValueError(f"defense.shaping.hide_reasoning={hide_reasoning!r} must be one of {HIDE}")
         for k, v in (("summarise_steps", summarise_steps), ("logprob_top_k", logprob_top_k),
@@ -61,6 +67,11 @@ class Shaping(Defense):
             raise ValueError(f"defense.shaping.temperature={temperature!r} must be > 0")
         if not 0 <= noise <= 1:
             raise ValueError(f"defense.shaping.noise={noise!r} must be in [0, 1]")
+        if not 0 <= grade_noise <= 10:
+            raise ValueError(f"defense.shaping.grade_noise={grade_noise!r} must be in [0, 10] (score points)")
+        if not isinstance(grade_round, int) or isinstance(grade_round, bool) or not 1 <= grade_round <= TOP:
+            raise ValueError(f"defense.shaping.grade_round={grade_round!r} must be an integer in 1..{TOP}")
+        self.grade_noise, self.grade_round = float(grade_noise), grade_round
         self.hide_reasoning, self.summarise_steps = hide_reasoning, summarise_steps
         self.logprob_top_k, self.logprob_decimals = logprob_top_k, logprob_decimals
         self.temperature, self.noise = float(temperature), float(noise)
@@ -78,6 +89,8 @@ class Shaping(Defense):
                 "flagged": request.account.id in ctx.flagged}[self.hide_reasoning]
 
     def shape(self, request, completion, ctx):
+        if (self.grade_noise or self.grade_round > 1) and is_grading(request.prompt):
+            completion = self._grade(completion)
         steps, answer = split(completion.text)
         if self._hide(request, ctx):
             steps = []
@@ -102,6 +115,21 @@ class Shaping(Defense):
         if text != completion.text:
             tops = None
         return Completion(text, tops, {**completion.meta, "shaped": True})
+
+    def _grade(self, completion):
+        score = score_of(completion.text)
+        if score is None:
+            return completion
+        served = score
+        if self.grade_noise:
+            served = min(TOP, max(0, round(score + self.rng.gauss(0.0, self.grade_noise))))
+        if served < TOP:
+            served -= served % self.grade_round
+        if served == score and self.grade_round == 1:
+            return completion
+        # a changed or coarsened score cannot keep a reason that tells more than it does
+        reason = "right" if served == TOP else "wrong"
+        return Completion(f"{reason} {ANSWER_MARK}{served}", None, {**completion.meta, "shaped": True})
 
     def _corrupt(self, step: str) -> str:
         if len(step) < 2:

@@ -43,6 +43,9 @@ LABELS = {
     "attacker/cost_usd": ("cost (USD)", "↑"), "attacker/cost_per_example": ("USD per example", "↑"),
     "attacker/poisoned_fraction": ("poisoned share", "↑"), "watermark/student_z": ("student z", "↑"),
     "watermark/student_p": ("student p", "↓"), "watermark/harvest_z": ("harvest z", "↑"),
+    "efficiency/transfer_per_kquery": ("transfer per 1k queries", "↓"),
+    "attacker/grading_queries": ("grading queries", ""), "judge/served_agreement": ("judge agreement, attacker", "↓"),
+    "judge/user_agreement": ("judge agreement, users", "↑"),
 }
 
 

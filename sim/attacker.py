@@ -131,7 +131,8 @@ class Campaign(Actor):
                                      "difficulty": ask.problem.difficulty, "tick": tick, "account": ask.account.id,
                                      # the API's top-k log-probs per response character, when exposed
                                      "top_tokens": [[t for t, _ in pos] for pos in tops],
-                                     "top_logprobs": [[v for _, v in pos] for pos in tops]})
+                                     "top_logprobs": [[v for _, v in pos] for pos in tops],
+                                     **self.policy.columns(ask.problem, ex)})
 
 
 class Naive(Campaign):

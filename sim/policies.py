@@ -28,6 +28,8 @@ from sim.tasks import MAX_DIFFICULTY, MIN_DIFFICULTY, Problem, Suite, check_diff
 
 
 class Policy(ABC):
+    grades = False  # its harvest is the teacher's grades of candidates (policy=judge), not answers
+
     def bind(self, suite: Suite, budget: int) -> None:
         self.suite, self.budget = suite, budget
 
@@ -40,6 +42,10 @@ class Policy(ABC):
 
     def feedback(self, problem: Problem, explain: bool, exchange, rng: random.Random) -> None:
         """Called with every answer (or refusal) the policy's question got."""
+
+    def columns(self, problem: Problem, exchange) -> dict:
+        """Columns of its own that a served exchange adds to the harvest (a judge's grades)."""
+        return {}
 
 
 class Random(Policy):

@@ -20,6 +20,7 @@ from defenses.base import Stack
 from sim import metrics, records
 from sim.accounts import Network
 from sim.gateway import Gateway
+from sim.grading import Verdict
 from sim.quiet import quiet
 from sim.records import INT_LIMIT, ROOT, ConfigError, build, check, check_targets, config_hash, flat_config, git_commit, write_json
 from sim.world import simulate
@@ -147,6 +148,11 @@ class World:
         if recipe is not None and recipe.kd_alpha > 0 and not g["top_k_logprobs"]:
             raise ConfigError(f"student.recipe.kd_alpha={recipe.kd_alpha}: KD needs log-probabilities, and the API "
                               f"exposes none (set gateway.top_k_logprobs > 0)")
+        policy = getattr(self.attacker, "policy", None)
+        if recipe is not None and policy is not None and getattr(recipe, "graded", False) != policy.grades:
+            raise ConfigError(f"student.recipe={type(recipe).__name__} and attacker.policy={type(policy).__name__}: "
+                              + ("a graded recipe (best_of_k, reward) needs policy=judge" if recipe.graded else
+                                 "policy=judge harvests grades: use recipe=best_of_k or recipe=reward"))
         counter = getattr(self.attacker, "counter", None)
         if getattr(counter, "recalibrate_temperature", None) is not None and not g["top_k_logprobs"]:
             raise ConfigError(f"attacker.counter.recalibrate_temperature={counter.recalibrate_temperature}: "
@@ -160,6 +166,7 @@ class World:
 def attacker_metrics(attacker, traffic) -> dict:
     log = traffic.log
     served = log[(log["truth/kind"] == "attack") & (log["status"] == "served")]
+    users = log[(log["truth/kind"] == "user") & (log["status"] == "served")]
     banned = {a.id for a in attacker.owned_accounts()} & set(traffic.gateway.ctx.banned)
     return {
         "attacker/queries": attacker.sent,
@@ -174,6 +181,10 @@ def attacker_metrics(attacker, traffic) -> dict:
         "attacker/poisoned_fraction": metrics.mean(served["truth/altered"]),
         # the teacher's accuracy as served to the attacker (under sampling, antidistillation, poison)
         "attacker/served_accuracy": metrics.mean(served["truth/correct"]),
+        # grader harvesting: requests for a grade, and how often the grade served was the right verdict
+        "attacker/grading_queries": int(sum(isinstance(p, Verdict) for p in attacker.asked)),
+        "judge/served_agreement": metrics.mean(served.loc[served["truth/grading"], "truth/verdict_ok"]),
+        "judge/user_agreement": metrics.mean(users.loc[users["truth/grading"], "truth/verdict_ok"]),
     }
 
 
@@ -272,6 +283,8 @@ def run_text(cfg: DictConfig, out: Path, log=print, progress: bool = False, grou
             **{f"choice/{k}": v for k, v in sorted((cfg.get("choices") or {}).items())},
             **flat_config(cfg),
         }
+        if "transfer/net" in results:  # what a thousand queries bought (answer vs grader harvesting)
+            results["efficiency/transfer_per_kquery"] = metrics.ratio(results["transfer/net"], attacker.sent / 1000)
         write_json(out / "teacher_card.json", card)
         timings["total_s"] = time.perf_counter() - t0
         write_json(out / "timings.json", timings)  # wall-clock stays out of results.json (reproducible)

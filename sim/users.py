@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 
 from sim.accounts import ASN_KINDS, REGIONS, Account, check_tier
 from sim.actors import Actor, Ask, answer_of
+from sim.answers import plausible_wrong
+from sim.grading import Verdict, verdict
 from sim.surface import followup, kb_question, render
 from sim.tasks import MAX_DIFFICULTY, Problem, Suite
+from sim.tasks.base import ANSWER_MARK
 
 
 @dataclass
@@ -38,13 +41,15 @@ class Persona:
     gap_minutes: float = 4.0  # mean think time between two requests
     regular: bool = False  # sessions at the same hours every day (power users)
     sweep: bool = False  # walk one skill's difficulties in order (researchers)
+    check_rate: float = 0.0  # share of fresh questions sent as "is this right?" about their own answer
     tier: str = "free"
 
     def check(self, where: str, suite: Suite | None = None) -> "Persona":
         for k in ("share", "sessions_per_day", "gap_minutes"):
             if not getattr(self, k) >= 0:
                 raise ValueError(f"{where}.{k}={getattr(self, k)!r} must be >= 0")
-        for k in ("typo_rate", "template_rate", "explain_rate", "followup_rate", "multi_turn_rate", "switch_rate"):
+        for k in ("typo_rate", "template_rate", "explain_rate", "followup_rate", "multi_turn_rate", "switch_rate",
+                  "check_rate"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{where}.{k}={getattr(self, k)!r} must be in [0, 1]")
         if not self.session_len >= 1:
@@ -237,7 +242,14 @@ class Population(Actor):
             if account is None or u.left <= 0:
                 continue
             problem, explain = self._next_question(u)
-            text = render(problem, explain, self.rng, u.persona.typo_rate, u.persona.template_rate)
+            if u.persona.check_rate and u.hops == 0 and self.rng.random() < u.persona.check_rate:
+                # "is this right?": the person's own answer, right or wrong alike, sent for a grade
+                mine = problem.answer if self.rng.random() < 0.5 else plausible_wrong(problem.answer, problem.prompt,
+                                                                                     self.rng)
+                problem, explain = verdict(problem, f"{ANSWER_MARK}{mine}"), False
+                text = problem.prompt
+            else:
+                text = render(problem, explain, self.rng, u.persona.typo_rate, u.persona.template_rate)
             asks.append(Ask(account, text, problem, explain, self.name, "user", i))
         self.sent += len(asks)
         return asks
@@ -275,7 +287,8 @@ class Population(Actor):
                 u.pending = (nxt, ask.explain) if nxt is not None else None
                 if nxt is None:
                     u.hops = 0
-            elif ex.status == "served" and self.rng.random() < u.persona.followup_rate:
+            elif ex.status == "served" and not isinstance(ask.problem, Verdict) and \
+                    self.rng.random() < u.persona.followup_rate:
                 u.hops = 0
                 u.pending = followup(self.suite, ask.problem, ask.explain, answer, self.rng)
             else:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from sim.actors import Actor, Ask, served_well
 from sim.gateway import PUBLIC_COLUMNS, Gateway
+from sim.grading import TOP, Verdict, score_of
 from sim.tasks import final_answer
 
 
 TRUTH_COLUMNS = ("truth/actor", "truth/kind", "truth/skill", "truth/difficulty", "truth/explain", "truth/correct",
-                 "truth/ok", "truth/clean_ok", "truth/altered")
+                 "truth/ok", "truth/clean_ok", "truth/altered", "truth/grading", "truth/verdict_ok")
 
 
 def calibrate(stack, suite, clock, server: bool = False) -> None:
@@ -107,7 +108,7 @@ def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bo
     whether shaping changed the final answer (`altered`, e.g. poisoning)."""
     rows, redo = [], []
     for k, (ask, ex) in enumerate(zip(asks, exchanges)):
-        served = ex.status == "served"
+        served, grading = ex.status == "served", isinstance(ask.problem, Verdict)
         raw = ex.raw.text if ex.raw is not None else ""
         rows.append({
             "truth/actor": ask.actor, "truth/kind": ask.kind, "truth/skill": ask.problem.skill,
@@ -116,6 +117,9 @@ def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bo
             "truth/ok": served and served_well(suite, ask, ex.response),
             "truth/clean_ok": served and served_well(suite, ask, raw),
             "truth/altered": served and final_answer(raw) != final_answer(ex.response),
+            # a grading request: whether the served grade says ok exactly when the candidate is right
+            "truth/grading": grading, "truth/verdict_ok": grading and served and (
+                score_of(ex.response) == TOP) == ask.problem.right,
         })
         if ask.kind == "user" and (not served or clean_needed):
             redo.append(k)

@@ -83,6 +83,39 @@ class Recipe:
         if not self.kd_temperature > 0:
             raise ValueError(f"student.recipe.kd_temperature={self.kd_temperature!r} must be > 0")
 
+    graded = False  # trains on graded candidates (`policy=judge`'s harvest), not on answers
+
+    def select(self, harvest):
+        """The rows of a harvest this recipe trains on (all of them: answers)."""
+        return harvest
+
+    def fit(self, spec: "Student", student: CharLM, harvest, seed: int, *, logger=False, suite=None, log=print,
+            steps: int | None = None) -> dict:
+        """SFT of `student` (prepared by `spec`) on a harvest of answers: a validation split by
+        distinct prompt, early stopping on it with the best weights kept, steps that scale
+        with the harvest (at most `steps` when given), public replay from `suite` (none
+        without one)."""
+        cols = harvest.column_names
+        tokens = harvest["top_tokens"] if "top_tokens" in cols else [None] * len(harvest)
+        logprobs = harvest["top_logprobs"] if "top_logprobs" in cols else [None] * len(harvest)
+        examples = [clip(self.example(student.tok, r, s, t, lp), student.n_positions)
+                    for r, s, t, lp in zip(harvest["request"], harvest["response"], tokens, logprobs)]
+        train_idx, val_idx = split_by_prompt(harvest["request"], spec.val_fraction, seed)
+        if len(val_idx) < 8 or not train_idx:  # too few distinct prompts to validate on
+            train_idx, val_idx = list(range(len(examples))), []
+        replay = None
+        if suite is not None and spec.replay > 0:
+            draw, plain = spec.public_data(suite), Recipe()
+            replay = lambda rng: clip(plain.example(student.tok, *draw(rng)), student.n_positions)  # noqa: E731
+        n_steps = spec.schedule(len(train_idx), replay is not None)
+        stats = train(student.model, [examples[i] for i in train_idx], self,
+                      steps=min(n_steps, steps or n_steps), batch_size=spec.batch_size, lr=spec.lr, seed=seed,
+                      logger=logger, val=[examples[i] for i in val_idx], val_every=spec.val_every,
+                      patience=spec.patience, replay=replay, replay_share=spec.replay,
+                      progress_every=spec.val_every, log=log)
+        stats.update(train_exchanges=len(train_idx), val_exchanges=len(val_idx))
+        return stats
+
     def example(self, tok, request: str, response: str, tokens=None, logprobs=None) -> dict:
         """Token ids, loss weights and (when given and used) the top-k targets of one exchange."""
         if self.target == "answer" and ANSWER_MARK in response:
@@ -340,31 +373,14 @@ class Student(ABC):
 
     def distill(self, student: CharLM, harvest, seed: int, logger=False, suite=None, log=print) -> tuple[CharLM, dict]:
         """Fit `student` on a harvest (a datasets.Dataset with request/response columns, and
-        top_tokens/top_logprobs when the API exposed them): a validation split by distinct
-        prompt, early stopping on it with the best weights kept, steps that scale with the
-        harvest, public replay from `suite` (none without one). Returns the trained student (a
+        top_tokens/top_logprobs when the API exposed them; a judge policy's graded candidates)
+        the recipe's way (`Recipe.select` then `Recipe.fit`). Returns the trained student (a
         plain model again) and training statistics."""
         student = self.prepare(student)
         trainable = sum(p.numel() for p in student.model.parameters() if p.requires_grad)
+        harvest = self.recipe.select(harvest)
         if len(harvest) == 0:
             stats = {"steps": 0, "tokens": 0, "seconds": 0.0, "tokens_per_s": 0.0, "final_loss": math.nan}
         else:
-            cols = harvest.column_names
-            tokens = harvest["top_tokens"] if "top_tokens" in cols else [None] * len(harvest)
-            logprobs = harvest["top_logprobs"] if "top_logprobs" in cols else [None] * len(harvest)
-            examples = [clip(self.recipe.example(student.tok, r, s, t, lp), student.n_positions)
-                        for r, s, t, lp in zip(harvest["request"], harvest["response"], tokens, logprobs)]
-            train_idx, val_idx = split_by_prompt(harvest["request"], self.val_fraction, seed)
-            if len(val_idx) < 8 or not train_idx:  # too few distinct prompts to validate on
-                train_idx, val_idx = list(range(len(examples))), []
-            replay = None
-            if suite is not None and self.replay > 0:
-                draw, plain = self.public_data(suite), Recipe()
-                replay = lambda rng: clip(plain.example(student.tok, *draw(rng)), student.n_positions)  # noqa: E731
-            stats = train(student.model, [examples[i] for i in train_idx], self.recipe,
-                          steps=self.schedule(len(train_idx), replay is not None), batch_size=self.batch_size, lr=self.lr, seed=seed,
-                          logger=logger, val=[examples[i] for i in val_idx], val_every=self.val_every,
-                          patience=self.patience, replay=replay, replay_share=self.replay,
-                          progress_every=self.val_every, log=log)
-            stats.update(train_exchanges=len(train_idx), val_exchanges=len(val_idx))
+            stats = self.recipe.fit(self, student, harvest, seed, logger=logger, suite=suite, log=log)
         return self.finish(student), {**stats, "trainable_params": trainable}

@@ -110,6 +110,19 @@ class CharLM:
         batch generates `stage` new tokens at a time, and after each stage only the unfinished
         requests go on, re-batched with what they have so far (a plain answer is done after
         the first stage; the re-encoding costs one prefill per stage)."""
+        room = self.n_positions - max_new_tokens
+        long = {i for i, p in enumerate(prompts) if len(self.tok.request_ids(p)) > room}
+        if long and len(long) < len(prompts):
+            # a batch generates at most what its longest request leaves of the context: a long
+            # request (a grading request quoting a whole answer) is served apart, so that it
+            # does not cut the answers of the short ones beside it
+            kw = dict(max_new_tokens=max_new_tokens, logits_processors=logits_processors,
+                      top_k_logprobs=top_k_logprobs, temperature=temperature, seed=seed, batch_size=batch_size,
+                      stage=stage)
+            parts = [sorted(set(range(len(prompts))) - long), sorted(long)]
+            outs = [self.generate([prompts[i] for i in part], **kw) for part in parts]
+            merged = dict(zip(parts[0] + parts[1], outs[0] + outs[1]))
+            return [merged[i] for i in range(len(prompts))]
         if self.use_engine:
             return self._engine_generate(prompts, max_new_tokens, logits_processors, top_k_logprobs, temperature,
                                          seed, batch_size)

@@ -23,6 +23,10 @@ def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path, request):
     ov = overrides_for(rel)
     if rel in (Path("recipe/kd.yaml"), Path("counter/recalibrate.yaml")):  # they read the API's log-probs
         ov.append("gateway.top_k_logprobs=5")
+    if rel == Path("policy/judge.yaml"):  # a judge harvests grades: a graded recipe goes with it
+        ov.append("recipe=best_of_k")
+    if rel in (Path("recipe/best_of_k.yaml"), Path("recipe/reward.yaml")):
+        ov.append("policy=judge")
     if rel == Path("teacher/hf.yaml"):  # a checkpoint directory is required: the test writes one
         ov.append(f"teacher.path={request.getfixturevalue('hf_checkpoint')}")
     scale = rel.stem if rel.parent == Path("scale") else "tiny"
