@@ -12,10 +12,12 @@ The candidate is written in the canonical form (`canonical`): its reasoning step
 final answer, without a voice's words (`ok 4*7=8 then 8-4=4 thus #4` is sent as
 `4*7=8 8-4=4 #4`), which any client can compute from the text.
 
-The rubric (`rubric`) is the strict grader the judge is trained on and measured against:
-a right final answer scores 5 ("right"); a wrong one gets partial credit for how far its
-reasoning went right, 4 j // n for the first j of the reference's n steps shown in order
-(reason "step j+1", or "answer" when every step was right and only the answer is wrong).
+The rubric (`rubric`) is the strict grader the judge is trained on and measured against. Its
+reason checks the candidate's steps in order against the reference's, one mark each: `y` for
+a step equal to the reference's, `n` for the first that is not (and nothing after it); a
+candidate without steps gets the reason `plain`. The score is 5 when the final answer is
+right, else partial credit for the reasoning that went right: 4 j // n for the first j of
+the reference's n steps. Checking step by step is what a judge can do one step at a time.
 A verdict is "ok" when the score is 5.
 
 `Verdict` is a grading request as a `Problem`, so that every consumer of the log (the
@@ -64,19 +66,18 @@ def parse(text: str) -> tuple[str, str] | None:
 
 def rubric(problem: Problem, candidate: str) -> tuple[int, str]:
     """(score, reason) of a candidate response to `problem` (see the module docstring)."""
-    if final_answer(candidate) == problem.answer:
-        return TOP, "right"
-    reference, shown = problem.rationale.split(), candidate.split()
-    j, pos = 0, 0
-    for step in reference:  # whole steps, in order
-        try:
-            pos = shown.index(step, pos) + 1
-        except ValueError:
+    head = candidate.rsplit(ANSWER_MARK, 1)[0] if ANSWER_MARK in candidate else candidate
+    shown, reference = [t for t in head.split() if "=" in t], problem.rationale.split()
+    marks = []
+    for i, step in enumerate(shown):
+        marks.append("y" if i < len(reference) and step == reference[i] else "n")
+        if marks[-1] == "n":
             break
-        j += 1
-    if not reference:
-        return 0, "answer"
-    return (TOP - 1) * j // len(reference), ("answer" if j == len(reference) else f"step {j + 1}")
+    j = marks.count("y")
+    reason = " ".join(marks) or "plain"
+    if final_answer(candidate) == problem.answer:
+        return TOP, reason
+    return ((TOP - 1) * j // len(reference) if reference else 0), reason
 
 
 def score_of(text: str) -> int | None:

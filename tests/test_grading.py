@@ -17,12 +17,13 @@ P = Problem("arith", 3, "calc 4-5*3*2", "4", "4-5=9 9*3=7 7*2=4")
 
 
 def test_the_rubric_gives_full_marks_to_a_right_answer_and_partial_credit_by_the_steps_shown():
-    assert grading.rubric(P, "4-5=9 9*3=7 7*2=4 #4") == (5, "right")
-    assert grading.rubric(P, "#4") == (5, "right")  # the final answer decides the verdict
-    assert grading.rubric(P, "4-5=9 9*3=7 7*2=5 #5") == (2, "step 3")  # 4 x 2 // 3
-    assert grading.rubric(P, "4-5=9 9*3=7 7*2=4 #5") == (4, "answer")  # every step right, the answer not
-    assert grading.rubric(P, "4-5=8 9*3=7 7*2=4 #5") == (0, "step 1")  # steps count in order from the first
-    assert grading.rubric(P, "4-5=9 9*3") == (1, "step 2")  # cut off: what it showed, whole steps only
+    assert grading.rubric(P, "4-5=9 9*3=7 7*2=4 #4") == (5, "y y y")
+    assert grading.rubric(P, "#4") == (5, "plain")  # the final answer decides the verdict
+    assert grading.rubric(P, "4-5=9 9*3=7 7*2=5 #5") == (2, "y y n")  # 4 x 2 // 3
+    assert grading.rubric(P, "4-5=9 9*3=7 7*2=4 #5") == (4, "y y y")  # every step right, the answer not
+    assert grading.rubric(P, "4-5=8 9*3=7 7*2=4 #5") == (0, "n")  # checked in order: nothing after the first miss
+    assert grading.rubric(P, "4-5=9 9*3") == (1, "y")  # cut off: what it showed, whole steps only
+    assert grading.rubric(P, "#5") == (0, "plain")
 
 
 def test_a_candidate_is_sent_without_its_voice_and_the_request_parses_back():
@@ -34,7 +35,7 @@ def test_a_candidate_is_sent_without_its_voice_and_the_request_parses_back():
     assert grading.parse(text) == (P.prompt, "4-5=9 9*3=7 7*2=4 #4")
     v = grading.verdict(P, said)
     assert v.prompt == text and v.answer == "5" and v.right and v.question is P
-    assert grading.score_of("step 2 #3") == 3 and grading.score_of("#9") is None and grading.score_of("ok") is None
+    assert grading.score_of("y n #3") == 3 and grading.score_of("#9") is None and grading.score_of("ok") is None
 
 
 def test_training_candidates_are_right_and_wrong_in_the_ways_a_students_are():
@@ -89,17 +90,17 @@ def test_shaping_coarsens_and_noises_grades_and_poison_flips_them():
 
     g = grading.request(P.prompt, "4-5=9 9*3=7 7*2=5 #5")
     binary = Shaping(grade_round=5)
-    assert _shape(binary, g, "step 3 #2") == "wrong #0" and _shape(binary, g, "right #5") == "right #5"
-    assert _shape(Shaping(grade_round=2), g, "step 3 #3") == "wrong #2"
+    assert _shape(binary, g, "y y n #2") == "wrong #0" and _shape(binary, g, "y y y #5") == "right #5"
+    assert _shape(Shaping(grade_round=2), g, "y y n #3") == "wrong #2"
     assert _shape(binary, "why calc 1+1", "1+1=2 #2") == "1+1=2 #2"  # answers are not grades
-    noisy = [_shape(Shaping(grade_noise=1.0, seed=s), g, "step 3 #2") for s in range(200)]
-    assert 0.3 < sum(t != "step 3 #2" for t in noisy) / 200 < 0.9
+    noisy = [_shape(Shaping(grade_noise=1.0, seed=s), g, "y y n #2") for s in range(200)]
+    assert 0.3 < sum(t != "y y n #2" for t in noisy) / 200 < 0.9
     assert all(0 <= grading.score_of(t) <= 5 for t in noisy)
-    assert noisy == [_shape(Shaping(grade_noise=1.0, seed=s), g, "step 3 #2") for s in range(200)]  # seeded
+    assert noisy == [_shape(Shaping(grade_noise=1.0, seed=s), g, "y y n #2") for s in range(200)]  # seeded
     poison = Poison(target="flagged")
-    assert _shape(poison, g, "right #5", flagged=True) == "wrong #0"
-    assert _shape(poison, g, "step 3 #2", flagged=True) == "right #5"
-    assert _shape(poison, g, "step 3 #2") == "step 3 #2"
+    assert _shape(poison, g, "y y y #5", flagged=True) == "wrong #0"
+    assert _shape(poison, g, "y y n #2", flagged=True) == "right #5"
+    assert _shape(poison, g, "y y n #2") == "y y n #2"
     with pytest.raises(ValueError, match="grade_round=6"):
         Shaping(grade_round=6)
 
