@@ -24,7 +24,7 @@ PACKAGES = ("sim", "teachers", "defenses", "students", "experiments")
 
 # module (or package prefix) -> layer; the longest matching prefix decides
 LAYERS = {
-    "sim.tasks": 0, "sim.answers": 0, "sim.accounts": 0, "sim.clock": 0, "sim.quiet": 0, "sim.records": 0,
+    "sim.tasks": 0, "sim.answers": 0, "sim.grading": 0, "sim.accounts": 0, "sim.clock": 0, "sim.quiet": 0, "sim.records": 0,
     "sim.surface": 0, "sim.metrics": 0, "teachers.vocab": 0,
     "teachers": 1,
     "defenses": 2,

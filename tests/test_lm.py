@@ -40,6 +40,16 @@ def test_batched_generation_equals_one_at_a_time(lm):
     assert [c.text for c in batched] == [c.text for c in single]
 
 
+def test_a_long_request_does_not_cut_the_answers_beside_it(lm):
+    # 64 positions: a 50-token request leaves 12 new tokens; the short ones keep their 40
+    short = ["calc 1+2", "kb x"]
+    long = "grade " + "a" * 42
+    alone = lm.generate(short, max_new_tokens=40)
+    mixed = lm.generate([short[0], long, short[1]], max_new_tokens=40)
+    assert [mixed[0].text, mixed[2].text] == [c.text for c in alone]
+    assert len(mixed[1].text) <= 64 - len(lm.tok.request_ids(long))
+
+
 def test_top_k_logprobs_are_sorted_and_normalised(lm):
     (c,) = lm.generate(["calc 1+2"], max_new_tokens=5, top_k_logprobs=3)
     assert len(c.top_logprobs) == len(c.text)  # one entry per generated character
