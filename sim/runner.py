@@ -108,10 +108,11 @@ class World:
             return any((p / "card.json").exists() and key in (p / "card.json").read_text() for p in (shipped, cache / key))
 
         def training(spec) -> float:
-            return spec.steps * spec.batch_size * self.TOKENS * 6 * self.params(spec) / self.TRAIN_FLOPS
+            steps = getattr(spec, "judge_steps", 0) + spec.steps  # a judge: its teacher, then its judging stage
+            return steps * spec.batch_size * self.TOKENS * 6 * self.params(spec) / self.TRAIN_FLOPS
 
         out = {}
-        if not trained(self.teacher_spec, registry.SHIPPED):
+        if not trained(self.teacher_spec, getattr(self.teacher_spec, "shipped", registry.SHIPPED)):
             out["teacher training"] = training(self.teacher_spec)
         mix = float(getattr(self.attacker, "mix", 0.0))
         requests = self.attacker.queries / max(1e-9, 1 - mix) + 10 * self.users.n_users * self.clock.days

@@ -86,6 +86,15 @@ def format_card(card: dict, what: str = "teacher") -> str:
 
 def load(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print,
          what: str = "teacher", shipped: Path = SHIPPED) -> tuple[CharLM, dict]:
+    """`trained` (below), served the way the spec says (`spec.serve`: a reference-guided judge
+    wraps the model it trained)."""
+    lm, card = trained(spec, suite, cache_dir, progress, log, what, shipped)
+    serve = getattr(spec, "serve", None)
+    return serve(lm, card, suite) if callable(serve) else (lm, card)
+
+
+def trained(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, log=print,
+            what: str = "teacher", shipped: Path = SHIPPED) -> tuple[CharLM, dict]:
     """The model `spec.train(suite)` would give, trained at most once per hash (`what` names it
     in the log: the public base model is cached the same way, and ships in its own `shipped`
     directory). A spec that names its own weights (`teachers.hf.HFCheckpoint`) is read from

@@ -120,7 +120,7 @@ PERSONAS = ("student", "developer", "analyst", "power", "researcher")
 def test_a_judge_campaign_spends_its_budget_on_grading_requests(make_cfg, tmp_path, harvest):
     import datasets
 
-    cfg = make_cfg(f"harvest={harvest}", "teacher=judge", "attacker.policy.rounds=2",
+    cfg = make_cfg(f"harvest={harvest}", "teacher=reference_judge", "attacker.policy.rounds=2",
                    *(f"users.personas.{p}.check_rate=0.5" for p in PERSONAS))
     r = run(cfg, tmp_path)
     assert r["attacker/queries"] == r["attacker/grading_queries"] == cfg.attacker.queries
