@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "users", "defense", "tasks", "scale", "experiment",
-          "logger")
+GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "harvest", "users", "defense", "tasks",
+          "scale", "experiment", "logger")
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

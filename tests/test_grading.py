@@ -174,3 +174,21 @@ def test_the_reward_recipe_fits_a_reward_model_and_takes_grpo_steps(make_cfg):
     student, stats = spec.distill(student, graded_harvest(), seed=0)
     assert stats["rm_steps"] == 30 and stats["steps"] == 4 and stats["rm_mse"] < 0.2
     assert any(not torch.equal(before[k], v) for k, v in student.model.state_dict().items())  # the policy moved
+
+
+def test_the_reference_judge_grades_against_its_own_solution_and_answers_the_rest_as_the_teacher():
+    from teachers.grader import Grader
+    from teachers.lm import CharLM
+    from teachers.vocab import build_gpt
+
+    solution = "ok 4-5=9 then 9*3=7 so 7*2=4 done #4"  # the teacher's own, in its voice
+    assert Grader.grade(P.prompt, "4-5=9 9*3=7 7*2=5 #5", solution).text == "y y n #2"
+    assert Grader.grade(P.prompt, "#4", solution).text == "plain #5"
+    torch.manual_seed(0)
+    lm = CharLM(build_gpt(n_layer=1, n_embd=32, n_head=2, n_positions=96))
+    judge = Grader(lm)
+    asks = ["calc 1+2", grading.request(P.prompt, "4-5=9 #3"), "why kb x"]
+    outs, plain = judge.generate(asks, max_new_tokens=24), lm.generate(asks, max_new_tokens=24)
+    assert [outs[0].text, outs[2].text] == [plain[0].text, plain[2].text]  # one batch, the rest untouched
+    solved = lm.generate(["why " + P.prompt], max_new_tokens=24)[0].text
+    assert outs[1].text == Grader.grade(P.prompt, "4-5=9 #3", solved).text and judge.n_positions == 96

@@ -9,6 +9,7 @@ import pytest
 from sim.runner import World
 from students.base import SHIPPED_BASE
 from teachers import SHIPPED, load, teacher_hash
+from teachers.judge import JudgeGPT
 
 
 def card_of(directory, make: str) -> dict:
@@ -39,6 +40,17 @@ def test_shipped_base_matches_the_current_config_and_code(make_cfg, base_card):
     current = teacher_hash(world.student_spec.base, world.suite)
     assert base_card["hash"] == current, (
         f"students/shipped is stale (hash {base_card['hash']}, config+code now {current}): run `make base`")
+
+
+def test_the_shipped_judge_matches_its_config_and_code_and_still_answers(make_cfg):
+    # the teacher fine-tuned to grade (teacher=judge); its card measures it as a judge
+    card = card_of(JudgeGPT.shipped, "judge")
+    world = World(make_cfg("teacher=judge", scale="small"))
+    assert card["hash"] == teacher_hash(world.teacher_spec, world.suite), "teachers/shipped_judge is stale: make judge"
+    for split in ("public", "private"):
+        assert 0.5 < card["judge"][split]["verdict"] <= 1 and card["judge"][split]["valid"] > 0.9
+    for skill, by_d in card["private"]["explain"].items():
+        assert min(by_d["1"], by_d["2"], by_d["3"]) >= 0.9, (skill, by_d)
 
 
 def mean_of(grid, difficulties=("1", "2", "3", "4", "5")):
