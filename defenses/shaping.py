@@ -67,7 +67,7 @@ class Shaping(Defense):
             raise ValueError(f"defense.shaping.temperature={temperature!r} must be > 0")
         if not 0 <= noise <= 1:
             raise ValueError(f"defense.shaping.noise={noise!r} must be in [0, 1]")
-        if not 0 <= grade_noise <= 10:
+        if isinstance(grade_noise, bool) or not isinstance(grade_noise, (int, float)) or not 0 <= grade_noise <= 10:
             raise ValueError(f"defense.shaping.grade_noise={grade_noise!r} must be in [0, 10] (score points)")
         if not isinstance(grade_round, int) or isinstance(grade_round, bool) or not 1 <= grade_round <= TOP:
             raise ValueError(f"defense.shaping.grade_round={grade_round!r} must be an integer in 1..{TOP}")

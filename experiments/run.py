@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "harvest", "users", "defense", "tasks",
+GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "extraction", "users", "defense", "tasks",
           "scale", "experiment", "logger")
 
 

@@ -86,6 +86,8 @@ class Campaign(Actor):
         return acc
 
     def query(self, account: Account) -> Ask | None:
+        if not self._voting and not self.policy.ready():  # it waits for answers before asking more
+            return None
         if not self.pay(TIERS[account.tier][1]):
             return None
         if not self._voting:

@@ -43,6 +43,10 @@ class Policy(ABC):
     def feedback(self, problem: Problem, explain: bool, exchange, rng: random.Random) -> None:
         """Called with every answer (or refusal) the policy's question got."""
 
+    def ready(self) -> bool:
+        """Whether it can say what to ask next (a policy may wait for its last answers)."""
+        return True
+
     def columns(self, problem: Problem, exchange) -> dict:
         """Columns of its own that a served exchange adds to the harvest (a judge's grades)."""
         return {}

@@ -241,8 +241,9 @@ class Population(Actor):
             account = self.account_of(i)
             if account is None or u.left <= 0:
                 continue
+            fresh = u.pending is None  # not a follow-up or the next hop of a walk
             problem, explain = self._next_question(u)
-            if u.persona.check_rate and u.hops == 0 and self.rng.random() < u.persona.check_rate:
+            if u.persona.check_rate and fresh and u.hops == 0 and self.rng.random() < u.persona.check_rate:
                 # "is this right?": the person's own answer, right or wrong alike, sent for a grade
                 mine = problem.answer if self.rng.random() < 0.5 else plausible_wrong(problem.answer, problem.prompt,
                                                                                      self.rng)

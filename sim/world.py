@@ -118,8 +118,8 @@ def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bo
             "truth/clean_ok": served and served_well(suite, ask, raw),
             "truth/altered": served and final_answer(raw) != final_answer(ex.response),
             # a grading request: whether the served grade says ok exactly when the candidate is right
-            "truth/grading": grading, "truth/verdict_ok": grading and served and (
-                score_of(ex.response) == TOP) == ask.problem.right,
+            "truth/grading": grading, "truth/verdict_ok": grading and served and score_of(ex.response) is not None
+            and (score_of(ex.response) == TOP) == ask.problem.right,
         })
         if ask.kind == "user" and (not served or clean_needed):
             redo.append(k)

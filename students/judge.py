@@ -13,8 +13,8 @@ sample from a better student (expert iteration). The run's student is then train
 way, from its base, on every grade harvested.
 
 The working student starts as the run's student does (`student`: its base); a candidate
-longer than `max_candidate` characters is cut there (the attacker trims runaway samples to
-what the API accepts).
+whose reasoning is longer than `max_candidate` characters loses the steps past it (the
+attacker trims runaway samples to what the API accepts; the final answer is kept).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections import deque
 
 from sim import grading
 from sim.policies import Policy
+from sim.tasks.base import ANSWER_MARK
 
 
 class Judge(Policy):
@@ -51,6 +52,8 @@ class Judge(Policy):
         self.max_candidate, self.seed, self.cache_dir = max_candidate, seed, cache_dir
         self.queue: deque = deque()
         self.rows: list[dict] = []  # every grade received: what the working student learns from
+        self.seen: set[str] = set()  # every grading request made
+        self.issued = self.answered = 0
         self.round = 0
         self.model = None
         self.stats: list[dict] = []
@@ -59,10 +62,14 @@ class Judge(Policy):
         super().bind(suite, budget)
         self.per_round = max(1, math.ceil(budget / self.rounds))
 
+    def ready(self) -> bool:
+        return bool(self.queue) or self.answered == self.issued
+
     def next(self, rng):
         if not self.queue:
             self.round += 1
             self.queue.extend(self.select(rng))
+        self.issued += 1
         return self.queue.popleft()
 
     def render(self, problem, explain, rng):
@@ -74,6 +81,7 @@ class Judge(Policy):
                 "score": -1 if score is None else score}
 
     def feedback(self, problem, explain, exchange, rng):
+        self.answered += 1
         if exchange.status == "served":
             self.rows.append({"request": problem.prompt, "response": exchange.response,
                               **self.columns(problem, exchange)})
@@ -89,18 +97,21 @@ class Judge(Policy):
             self.model = self.student.build(self.seed, self.suite, cache, log=lambda *a: None)
         elif self.rows:
             self.fit()
-        out, seen = [], set()
-        while len(out) < self.per_round:
+        out, tries = [], 0
+        while len(out) < self.per_round and tries < 50:  # a student that keeps repeating itself stops
             need = math.ceil((self.per_round - len(out)) / self.k)
             questions = [self.suite.sample(rng) for _ in range(need)]
             outs = self.model.generate([q.request(self.explain) for q in questions for _ in range(self.k)],
                                        max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                       seed=self.seed * 7919 + self.round * 101 + len(out))
+                                       seed=(self.seed * 1_000 + self.round) * 1_000 + tries)
+            tries += 1
             for i, o in enumerate(outs):
-                v = grading.verdict(questions[i // self.k], grading.canonical(o.text)[: self.max_candidate])
-                if v.prompt not in seen:  # the same candidate is graded once
-                    seen.add(v.prompt)
+                v = grading.verdict(questions[i // self.k], cut(grading.canonical(o.text), self.max_candidate))
+                if v.prompt not in self.seen:  # the same candidate is graded once
+                    self.seen.add(v.prompt)
                     out.append((v, False))
+        if not out:
+            raise RuntimeError("policy=judge: the working student gave no new candidate in 50 samplings")
         return out[: self.per_round]
 
     def fit(self) -> None:
@@ -116,3 +127,16 @@ class Judge(Policy):
         self.model = spec.finish(model)
         self.stats.append({"round": self.round, "rows": len(harvest), "steps": stats.get("steps", 0)})
 
+
+def cut(candidate: str, limit: int) -> str:
+    """A canonical candidate within `limit` characters: its steps past the limit dropped, its
+    final answer kept."""
+    if len(candidate) <= limit or ANSWER_MARK not in candidate:
+        return candidate[:limit]
+    head, answer = candidate.rsplit(ANSWER_MARK, 1)
+    tail, kept = f"{ANSWER_MARK}{answer}"[:limit], []
+    for step in head.split():
+        if len(" ".join([*kept, step, tail])) > limit:
+            break
+        kept.append(step)
+    return " ".join([*kept, tail])

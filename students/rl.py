@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from sim import grading
 from sim.tasks import EXPLAIN
 from students.distill import Recipe
+from students.judge import cut
 from teachers.lm import CharLM
 from teachers.train import CausalLMModule
 from teachers.vocab import PAD
@@ -82,6 +83,12 @@ def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, re
     return pg + beta * kl, {"pg": pg.item(), "kl": kl.item(), "advantage_abs": adv.abs().mean().item()}
 
 
+def _no_kd(recipe) -> None:
+    if recipe.kd_alpha:
+        raise ValueError(f"student.recipe.kd_alpha={recipe.kd_alpha}: a graded recipe trains on the student's own "
+                         "candidates, which carry no teacher log-probs")
+
+
 def _graded(harvest) -> None:
     missing = [c for c in GRADED_COLUMNS if c not in harvest.column_names]
     if missing:
@@ -99,9 +106,11 @@ class BestOfK(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.threshold, int) or not 0 <= self.threshold <= grading.TOP:
+        _no_kd(self)
+        if not isinstance(self.threshold, int) or isinstance(self.threshold, bool) or not 0 <= self.threshold <= grading.TOP:
             raise ValueError(f"student.recipe.threshold={self.threshold!r} must be an integer in 0..{grading.TOP}")
-        if self.per_question is not None and (not isinstance(self.per_question, int) or self.per_question < 1):
+        if self.per_question is not None and (not isinstance(self.per_question, int) or isinstance(self.per_question, bool)
+                                              or self.per_question < 1):
             raise ValueError(f"student.recipe.per_question={self.per_question!r} must be a positive integer or null")
 
     def select(self, harvest):
@@ -121,20 +130,25 @@ class RewardModel(torch.nn.Module):
         super().__init__()
         from transformers import GPT2ForSequenceClassification
 
-        config = copy.deepcopy(lm.model.config)
+        model = lm.model
+        if hasattr(model, "merge_and_unload"):  # a LoRA student: the weights it would be merged into
+            model = copy.deepcopy(model).merge_and_unload()
+        config = copy.deepcopy(model.config)
         config.num_labels, config.pad_token_id = 1, PAD
         self.net = GPT2ForSequenceClassification(config)
-        self.net.transformer.load_state_dict(lm.model.transformer.state_dict())
-        self.tok = lm.tok
+        self.net.transformer.load_state_dict(model.transformer.state_dict())
+        self.tok, self.n_positions = lm.tok, config.n_positions
 
     def batch(self, texts: list[str]) -> dict:
-        ids = [self.tok.request_ids(t) for t in texts]
+        # a request longer than the context keeps its end (the candidate's answer)
+        ids = [self.tok.request_ids(t)[-self.n_positions:] for t in texts]
         width = max(len(i) for i in ids)
         input_ids = torch.full((len(ids), width), PAD, dtype=torch.long)
         attention = torch.zeros((len(ids), width), dtype=torch.long)
         for k, i in enumerate(ids):  # right-padded: the head reads the last real token
             input_ids[k, : len(i)], attention[k, : len(i)] = torch.tensor(i), 1
-        return {"input_ids": input_ids, "attention_mask": attention}
+        device = next(self.parameters()).device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
     def forward(self, input_ids, attention_mask):
         return self.net(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
@@ -144,7 +158,7 @@ class RewardModel(torch.nn.Module):
         self.eval()
         out = []
         for b in range(0, len(texts), batch_size):
-            out += self(**self.batch(texts[b : b + batch_size])).clamp(0, 1).tolist()
+            out += self(**self.batch(texts[b : b + batch_size])).clamp(0, 1).cpu().tolist()
         return out
 
 
@@ -169,7 +183,7 @@ class RewardModule(CausalLMModule):
     def training_step(self, batch, batch_idx):
         texts, targets = zip(*batch)
         pred = self.model(**self.model.batch(list(texts)))
-        loss = F.mse_loss(pred, torch.tensor(targets, dtype=pred.dtype))
+        loss = F.mse_loss(pred, torch.tensor(targets, dtype=pred.dtype, device=pred.device))
         self.log("rm/loss", loss, on_step=True, batch_size=len(texts))
         return loss
 
@@ -178,9 +192,10 @@ class GRPOModule(CausalLMModule):
     """Each step: G samples per question from the policy, scored by the reward model, one update."""
 
     def __init__(self, lm: CharLM, reward: RewardModel, group: int, beta: float, temperature: float,
-                 max_new_tokens: int, lr: float, max_steps: int, seed: int):
+                 max_new_tokens: int, max_candidate: int, lr: float, max_steps: int, seed: int):
         super().__init__(lm.model, lr=lr, max_steps=max_steps)
         self.lm, self.reward, self.group, self.beta = lm, reward, group, beta
+        self.max_candidate = max_candidate
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
         self.ref = copy.deepcopy(lm.model).eval().requires_grad_(False)
         self.rewards: list[float] = []
@@ -196,9 +211,14 @@ class GRPOModule(CausalLMModule):
                                 seed=self.seed * 100_003 + self.global_step)
         self.model.train()
         texts = [o.text for o in outs]
-        rewards = torch.tensor(self.reward.score([grading.request(q.removeprefix(EXPLAIN), t)
-                                                  for q, t in zip(prompts, texts)]))
-        pairs = [self.lm.tok.pair_ids(p, t) for p, t in zip(prompts, texts)]
+        # scored as the judge was asked: the candidate canonical and cut as policy=judge sends it
+        rewards = torch.tensor(self.reward.score([
+            grading.request(q.removeprefix(EXPLAIN), cut(grading.canonical(t), self.max_candidate))
+            for q, t in zip(prompts, texts)]), device=self.device)
+        pairs = []
+        for p, t, o in zip(prompts, texts, outs):
+            ids, start = self.lm.tok.pair_ids(p, t)
+            pairs.append((ids if o.finished else ids[:-1], start))  # no EOS the sample did not end with
         width = min(max(len(i) for i, _ in pairs), self.lm.n_positions)
         input_ids = torch.full((len(pairs), width), PAD, dtype=torch.long)
         labels = torch.full((len(pairs), width), -100, dtype=torch.long)
@@ -207,6 +227,7 @@ class GRPOModule(CausalLMModule):
             ids = ids[:width]
             input_ids[k, : len(ids)], attention[k, : len(ids)] = torch.tensor(ids), 1
             labels[k, start : len(ids)] = torch.tensor(ids[start:])
+        input_ids, attention, labels = input_ids.to(self.device), attention.to(self.device), labels.to(self.device)
         logp = self.token_logp(self.model, input_ids, attention, labels)
         with torch.no_grad():
             ref = self.token_logp(self.ref, input_ids, attention, labels)
@@ -238,14 +259,16 @@ class Reward(Recipe):
     beta: float = 0.05  # β: weight of the KL penalty to the base
     temperature: float = 1.0  # sampling temperature of the policy
     max_new_tokens: int = 96
+    max_candidate: int = 96  # characters of a sample the reward model reads (as policy=judge cuts them)
 
     graded = True
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("rm_steps", "rl_steps", "questions", "group", "max_new_tokens"):
+        _no_kd(self)
+        for name in ("rm_steps", "rl_steps", "questions", "group", "max_new_tokens", "max_candidate"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"student.recipe.{name}={v!r} must be a positive integer")
         if self.group < 2:
             raise ValueError(f"student.recipe.group={self.group}: group-relative advantages need G >= 2")
@@ -277,7 +300,7 @@ class Reward(Recipe):
         # the policy: GRPO on the questions the attacker graded
         questions = sorted(set(harvest["question"]))
         module = GRPOModule(student, reward, self.group, self.beta, self.temperature, self.max_new_tokens,
-                            lr=self.rl_lr, max_steps=rl_steps, seed=seed)
+                            self.max_candidate, lr=self.rl_lr, max_steps=rl_steps, seed=seed)
         loader = DataLoader(Endless(questions, min(self.questions, len(questions)), seed + 1), batch_size=None,
                             collate_fn=lambda b: b)
         student.model.train()

@@ -120,7 +120,7 @@ PERSONAS = ("student", "developer", "analyst", "power", "researcher")
 def test_a_judge_campaign_spends_its_budget_on_grading_requests(make_cfg, tmp_path, harvest):
     import datasets
 
-    cfg = make_cfg(f"harvest={harvest}", "teacher=reference_judge", "attacker.policy.rounds=2",
+    cfg = make_cfg(f"extraction={harvest}", "teacher=reference_judge", "attacker.policy.rounds=2",
                    *(f"users.personas.{p}.check_rate=0.5" for p in PERSONAS))
     r = run(cfg, tmp_path)
     assert r["attacker/queries"] == r["attacker/grading_queries"] == cfg.attacker.queries
@@ -154,7 +154,7 @@ def graded_harvest(n_questions=24, k=3, seed=0):
 def test_best_of_k_fine_tunes_on_the_accepted_candidates_only(make_cfg):
     from sim.runner import World
 
-    world = World(make_cfg("harvest=grades", "student=scratch"))
+    world = World(make_cfg("extraction=grades", "student=scratch"))
     spec, harvest = world.student_spec, graded_harvest()
     chosen = spec.recipe.select(harvest)
     assert len(chosen) == len(set(zip(*[h for h in (harvest.filter(lambda r: r["score"] == 5)["question"],
@@ -167,7 +167,7 @@ def test_best_of_k_fine_tunes_on_the_accepted_candidates_only(make_cfg):
 def test_the_reward_recipe_fits_a_reward_model_and_takes_grpo_steps(make_cfg):
     from sim.runner import World
 
-    world = World(make_cfg("harvest=rewards", "student=scratch", "sizes.rm_steps=30", "sizes.rl_steps=4"))
+    world = World(make_cfg("extraction=rewards", "student=scratch", "sizes.rm_steps=30", "sizes.rl_steps=4"))
     spec = world.student_spec
     student = spec.build(0)
     before = {k: v.clone() for k, v in student.model.state_dict().items()}
@@ -192,3 +192,26 @@ def test_the_reference_judge_grades_against_its_own_solution_and_answers_the_res
     assert [outs[0].text, outs[2].text] == [plain[0].text, plain[2].text]  # one batch, the rest untouched
     solved = lm.generate(["why " + P.prompt], max_new_tokens=24)[0].text
     assert outs[1].text == Grader.grade(P.prompt, "4-5=9 #3", solved).text and judge.n_positions == 96
+
+
+def test_a_judge_round_waits_for_the_grades_of_the_last_and_never_regrades_a_candidate(make_cfg):
+    from sim.runner import World
+
+    world = World(make_cfg("extraction=grades", "attacker.policy.rounds=3"))
+    policy, rng = world.attacker.policy, random.Random(0)
+    first = [policy.next(rng) for _ in range(policy.per_round)]
+    assert not policy.ready()  # the round's grades are not back: the campaign sends nothing more
+    for v, explain in first[:-1]:
+        policy.feedback(v, explain, type("Ex", (), {"status": "refused", "response": ""})(), rng)
+    assert not policy.ready()
+    policy.feedback(*first[-1], type("Ex", (), {"status": "refused", "response": ""})(), rng)
+    assert policy.ready() and policy.round == 1
+    second = [policy.next(rng) for _ in range(policy.per_round)]
+    assert policy.round == 2 and not {v.prompt for v, _ in first} & {v.prompt for v, _ in second}
+
+
+def test_a_long_candidate_keeps_its_answer():
+    from students.judge import cut
+
+    assert cut("a=1 b=2 c=3 #123", 10) == "a=1 #123" and cut("a=1 #1", 96) == "a=1 #1"
+    assert cut("abcdefghijkl", 5) == "abcde"
