@@ -232,7 +232,8 @@ class Hydra(Campaign):
                 ask = self._cover(acc)
             else:
                 ask = self.query(acc)
-            if ask is None:
+            if ask is None:  # out of money, or a policy waiting for answers: this account asks later
+                heapq.heappush(self.schedule, (tick + 1, serial, aid))
                 break
             asks.append(ask)
             # the next request of this account, jittered around its pace

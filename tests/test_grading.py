@@ -215,3 +215,8 @@ def test_a_long_candidate_keeps_its_answer():
 
     assert cut("a=1 b=2 c=3 #123", 10) == "a=1 #123" and cut("a=1 #1", 96) == "a=1 #1"
     assert cut("abcdefghijkl", 5) == "abcde"
+
+
+def test_a_hydra_that_waits_for_its_grades_keeps_every_account_asking(make_cfg, tmp_path):
+    r = run(make_cfg("extraction=grades", "attacker=hydra", "attacker.policy.rounds=4", "attacker.mix=0.0"), tmp_path)
+    assert r["attacker/queries"] == r["attacker/grading_queries"] == 48
