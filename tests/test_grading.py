@@ -217,6 +217,12 @@ def test_a_long_candidate_keeps_its_answer():
     assert cut("abcdefghijkl", 5) == "abcde"
 
 
-def test_a_hydra_that_waits_for_its_grades_keeps_every_account_asking(make_cfg, tmp_path):
-    r = run(make_cfg("extraction=grades", "attacker=hydra", "attacker.policy.rounds=4", "attacker.mix=0.0"), tmp_path)
-    assert r["attacker/queries"] == r["attacker/grading_queries"] == 48
+def test_a_hydra_account_that_finds_the_policy_waiting_stays_scheduled(make_cfg):
+    from sim.gateway import Gateway
+    from sim.runner import World
+
+    world = World(make_cfg("extraction=grades", "attacker=hydra", "attacker.mix=0.0", "attacker.accounts=4"))
+    hydra = world.attacker
+    hydra.open_accounts(Gateway(None, world.stack, **world.gateway_cfg), 0)
+    hydra.policy.ready = lambda: False  # every grade of the round is still out
+    assert hydra.requests(0) == [] and sorted(aid for _, _, aid in hydra.schedule) == sorted(a.id for a in hydra.live)
