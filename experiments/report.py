@@ -410,10 +410,18 @@ def paired(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.Series:
     # every other key the sweep varies that neither selection fixes is matched too (a budget
     # check across recipes pairs answer with answer and kd with kd, never across)
     fixed = {c for sel in (a, b) for k in sel for c in (f"choice/{k}", f"config/{k}")}
-    keys = seeds + [k for k in varying_keys(df) if k not in fixed]
     ga, gb = _select(df, a).dropna(subset=seeds), _select(df, b).dropna(subset=seeds)
     if metric not in df.columns or ga.empty or gb.empty:
         return pd.Series(dtype=float)
+
+    def one(g, k):
+        values = g[k].astype(str).unique() if k in g else []
+        return values[0] if len(values) == 1 else None
+
+    # a key with one value in each arm, a different one in each, goes with what the selections
+    # name (policy=judge brings its recipe): it tells the arms apart, it does not pair them
+    keys = seeds + [k for k in varying_keys(df) if k not in fixed
+                    and not (one(ga, k) is not None and one(gb, k) is not None and one(ga, k) != one(gb, k))]
     cols = list(dict.fromkeys(keys + [metric]))
     ga, gb = ga[cols].astype({k: str for k in keys}), gb[cols].astype({k: str for k in keys})
     if ga.duplicated(keys).any() or gb.duplicated(keys).any():
