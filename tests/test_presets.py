@@ -96,6 +96,14 @@ def test_pairs_match_every_setting_the_check_does_not_fix():
     assert held is True and "n = 10" in text
 
 
+def test_a_setting_that_comes_with_an_arm_does_not_break_its_pairs():
+    # policy=judge brings recipe=best_of_k, cot_elicit brings rationale: the recipe tells the arms apart
+    rows = [{"choice/policy": p, "choice/recipe": r, "seeds/world": s, "transfer/net": t + 0.01 * s}
+            for p, r, t in (("cot_elicit", "rationale", 0.3), ("judge", "best_of_k", 0.0)) for s in range(5)]
+    d = report.paired(pd.DataFrame(rows), {"policy": "cot_elicit"}, {"policy": "judge"}, "transfer/net")
+    assert len(d) == 5 and d.round(6).eq(0.3).all()
+
+
 def test_presets_carry_no_launcher_settings():
     # a preset is a sweep grid: where and how its jobs run (joblib, submitit, slurm, ray) is the user's call
     for name in PRESETS:
