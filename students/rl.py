@@ -194,11 +194,17 @@ class GRPOModule(CausalLMModule):
     def __init__(self, lm: CharLM, reward: RewardModel, group: int, beta: float, temperature: float,
                  max_new_tokens: int, max_candidate: int, lr: float, max_steps: int, seed: int):
         super().__init__(lm.model, lr=lr, max_steps=max_steps)
-        self.lm, self.reward, self.group, self.beta = lm, reward, group, beta
-        self.max_candidate = max_candidate
+        self.group, self.beta, self.max_candidate = group, beta, max_candidate
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
-        self.ref = copy.deepcopy(lm.model).eval().requires_grad_(False)
+        # frozen helpers, not submodules: the optimiser and the train/eval switch leave them alone
+        object.__setattr__(self, "lm", lm)
+        object.__setattr__(self, "reward", reward.eval().requires_grad_(False))
+        object.__setattr__(self, "ref", copy.deepcopy(lm.model).eval().requires_grad_(False))
         self.rewards: list[float] = []
+
+    def on_fit_start(self):
+        self.ref.to(self.device)
+        self.reward.to(self.device)
 
     def token_logp(self, model, input_ids, attention, labels):
         logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
