@@ -237,7 +237,8 @@ CAMPAIGNS_AND_POLICIES = sorted(f"{p.parent.name}={p.stem}" for g in ("attacker"
 def test_every_campaign_and_policy_runs_end_to_end(make_cfg, tmp_path, choice):
     import sim
 
-    res = sim.run(make_cfg(choice), tmp_path)
+    # a judge harvests grades: the recipe that learns from them goes with it
+    res = sim.run(make_cfg(choice, *(["recipe=best_of_k"] if choice == "policy=judge" else [])), tmp_path)
     for key in ("utility/relative", "utility/false_ban_rate", "attacker/accounts", "attacker/banned",
                 "attacker/cost_usd", "attacker/harvested", "attacker/poisoned_fraction", "detection/precision",
                 "detection/recall", "detection/ticks_to_first_ban", "detection/leaked_before_ban"):
