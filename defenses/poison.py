@@ -42,9 +42,10 @@ class Poison(Defense):
         if self.rng.random() >= self.fraction:
             return completion
         if is_grading(request.prompt):  # a grade: the opposite verdict
-            if score_of(completion.text) is None:
+            score = score_of(completion.text)
+            if score is None:
                 return completion
-            flipped = 0 if score_of(completion.text) == TOP else TOP
+            flipped = 0 if score == TOP else TOP
             return Completion(f"{'right' if flipped == TOP else 'wrong'} {ANSWER_MARK}{flipped}", None,
                               {**completion.meta, "poisoned": True})
         steps, answer = split(completion.text)

@@ -26,7 +26,7 @@ from sim.quiet import quiet
 from teachers.lm import CharLM
 
 from sim.runner import ROOT, World
-from teachers import SHIPPED, format_card, full_card, teacher_hash
+from teachers import SHIPPED, format_card, full_card, stage_steps, teacher_hash
 
 
 class LearningCurve(L.Callback):
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     spec, suite = (world.student_spec.base, world.suite) if what == "base" else (world.teacher_spec, world.suite)
     key = teacher_hash(spec, suite)
     print(f"training {what} {key}: {spec}")
-    steps = getattr(spec, "judge_steps", spec.steps)
+    steps = stage_steps(spec)
     curve = LearningCurve(suite, every=max(1, steps // 10), max_new_tokens=spec.max_new_tokens)
     lm, stats = spec.train(suite, callbacks=[curve])
     card = full_card(spec, lm, suite)

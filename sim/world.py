@@ -118,8 +118,7 @@ def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bo
             "truth/clean_ok": served and served_well(suite, ask, raw),
             "truth/altered": served and final_answer(raw) != final_answer(ex.response),
             # a grading request: whether the served grade says ok exactly when the candidate is right
-            "truth/grading": grading, "truth/verdict_ok": grading and served and score_of(ex.response) is not None
-            and (score_of(ex.response) == TOP) == ask.problem.right,
+            "truth/grading": grading, "truth/verdict_ok": grading and served and _agrees(ex.response, ask.problem),
         })
         if ask.kind == "user" and (not served or clean_needed):
             redo.append(k)
@@ -128,6 +127,12 @@ def _truth(suite, gateway: Gateway, asks: list[Ask], exchanges, clean_needed: bo
         for k, out in zip(redo, outs):
             rows[k]["truth/clean_ok"] = served_well(suite, asks[k], out.text)
     return rows
+
+
+def _agrees(response: str, verdict: Verdict) -> bool:
+    """Whether a served grade gives the right verdict (ok = the top score) on its candidate."""
+    score = score_of(response)
+    return score is not None and (score == TOP) == verdict.right
 
 
 def _progress(enabled: bool, total: int):

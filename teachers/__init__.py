@@ -56,6 +56,12 @@ def make_card(lm: CharLM, suite: Suite, max_new_tokens: int) -> dict:
     return card
 
 
+def stage_steps(spec) -> int:
+    """The optimiser steps `spec.train` runs itself: a judge's judging stage (its teacher is
+    loaded, or trained once by its own `load`), else every step."""
+    return getattr(spec, "judge_steps", spec.steps)
+
+
 def full_card(spec, lm: CharLM, suite: Suite) -> dict:
     """`make_card`, what the spec adds to it (a judge's agreement) and the spec's config."""
     card = make_card(lm, suite, spec.max_new_tokens)
@@ -120,7 +126,7 @@ def trained(spec, suite: Suite, cache_dir: str | Path, progress: bool = False, l
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             os.replace(path, aside)
             log(f"warning: {why}; moved aside to {aside.name} and rebuilt")
-    steps = getattr(spec, "judge_steps", spec.steps)  # a judge trains its judging stage (and its teacher once)
+    steps = stage_steps(spec)
     log(f"training {what} {key} ({steps} steps); cached in {Path(cache_dir) / key}")
     from teachers.progress import ProgressLines
 
