@@ -211,9 +211,11 @@ class Batches(IterableDataset):
     """Length-bucketed batches of the harvest, mixed with public replay.
 
     Each pass over `examples` is shuffled (seeded), cut into pools of `pool` batches, each pool
-    sorted by length and cut into batches, so a batch pads to its own length; each batch then
-    takes `n_replay` fresh public exchanges from `replay` (the attacker's own data, against
-    forgetting what the base knew), and the batches of a pool are shuffled."""
+    sorted by length and cut into batches, so a batch pads to its own length. A pool also draws
+    `n_replay` fresh public exchanges per batch from `replay` (the attacker's own data, against
+    forgetting what the base knew), sorted by length too, and the i-th shortest harvest batch
+    takes the i-th shortest replay group: every drawn exchange is trained on, and a batch no
+    longer pads to a long replayed one. The batches of a pool are then shuffled."""
 
     def __init__(self, examples: list[dict], n_harvest: int, seed: int, replay=None, n_replay: int = 0,
                  pool: int = 16):
@@ -230,10 +232,11 @@ class Batches(IterableDataset):
             for i in range(0, len(order), step):
                 chunk = sorted((self.examples[j] for j in order[i : i + step]), key=lambda e: len(e["ids"]))
                 batches = [chunk[k : k + self.n_harvest] for k in range(0, len(chunk), self.n_harvest)]
+                extra = sorted((self.replay(rng) for _ in range(self.n_replay * len(batches))),
+                               key=lambda e: len(e["ids"]))
+                batches = [b + extra[k * self.n_replay : (k + 1) * self.n_replay] for k, b in enumerate(batches)]
                 rng.shuffle(batches)
-                for b in batches:
-                    extra = [self.replay(rng) for _ in range(self.n_replay)]
-                    yield b + sorted(extra, key=lambda e: len(e["ids"]))
+                yield from batches
             epoch += 1
 
 

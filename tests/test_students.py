@@ -189,12 +189,16 @@ def test_batches_are_length_bucketed_and_mix_in_public_replay():
 
     rng = random.Random(0)
     examples = [{"ids": [0] * rng.randint(5, 100), "tag": "harvest"} for _ in range(480)]
-    replay = lambda r: {"ids": [0] * 10, "tag": "replay"}  # noqa: E731
+    replay = lambda r: {"ids": [0] * r.randint(5, 100), "tag": "replay"}  # noqa: E731
     it = iter(Batches(examples, 12, seed=0, replay=replay, n_replay=4))
     batches = [next(it) for _ in range(40)]  # one pass over the harvest
     assert all(len(b) == 16 and sum(e["tag"] == "replay" for e in b) == 4 for b in batches)
     spread = [max(len(e["ids"]) for e in b[:12]) - min(len(e["ids"]) for e in b[:12]) for b in batches]
     assert sum(spread) / len(spread) < 15  # random batches of 12 from 5..100 spread ~75
+    # the replayed exchanges are matched to their batch's length too (four drawn at random
+    # from 5..100 would stretch a batch by ~40 on average)
+    stretch = [max(len(e["ids"]) for e in b) - max(len(e["ids"]) for e in b[:12]) for b in batches]
+    assert sum(stretch) / len(stretch) < 12
     seen = [id(e) for b in batches for e in b[:12]]
     assert len(set(seen)) == 480  # each harvested exchange once per pass
 

@@ -14,7 +14,9 @@ voice, every skill, public and private cells), three numbers:
 - against a **plain PyTorch loop** (AdamW, the same loss, the same batches): what the
   framework costs.
 
-It also prints the share of computed tokens that are padding, bucketed and as random batches.
+It also prints the share of computed tokens that are padding, bucketed and as random batches,
+and, with public replay mixed in as the fine-tuned student trains, the padding and useful
+tokens/s of replay matched to each batch's length against replay drawn at random per batch.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def main(argv=None) -> None:
     from sim.quiet import quiet
     from sim.runner import ROOT, World
     from sim.tasks import Voice
-    from students.distill import Batches, Recipe, collate, sft_loss, train
+    from students.distill import Batches, Recipe, clip, collate, sft_loss, train
     from students.scratch import Scratch
 
     quiet()
@@ -60,7 +62,8 @@ def main(argv=None) -> None:
     voice = Voice(**{k: tuple(v) for k, v in cfg.teacher.voice.items()})
     rng = random.Random(0)
     pairs = [(p.request(True), p.response(True, voice, rng)) for p in (suite.sample(rng) for _ in range(4096))]
-    spec = Scratch(**{k: cfg.student[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "batch_size", "lr")})
+    spec = Scratch(**{k: cfg.student[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "batch_size", "lr",
+                                                  "replay")})
     recipe = Recipe()
     examples = [recipe.example(spec.build(seed=0).tok, r, s) for r, s in pairs]
     B = spec.batch_size
@@ -70,10 +73,10 @@ def main(argv=None) -> None:
         stats = train(a.model, examples, recipe, steps=args.steps, batch_size=B, lr=spec.lr, seed=0)
         return stats["tokens_per_s"], stats["padding_share"]
 
-    def plain() -> float:
+    def plain(batches=None) -> float:
         model = spec.build(seed=0).model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)
-        batches = iter(Batches(examples, B, seed=0))
+        batches = batches or iter(Batches(examples, B, seed=0))
         useful, t0 = 0, time.perf_counter()
         for _ in range(args.steps):
             batch = collate(next(batches))
@@ -86,8 +89,32 @@ def main(argv=None) -> None:
             useful += int(batch["attention_mask"].sum())
         return useful / (time.perf_counter() - t0)
 
+    # public replay (a quarter of each batch, as `student=finetune` trains): drawn per pool and
+    # matched to the harvest batches by length rank (`Batches`), against the same number drawn
+    # at random for each batch
+    draw = spec.public_data(suite)
+    tok, n_replay = spec.build(seed=0).tok, int(round(B * spec.replay))
+
+    def replayed(rng):
+        return clip(recipe.example(tok, *draw(rng)), spec.n_positions)
+
+    def matched():
+        return iter(Batches(examples, B - n_replay, seed=0, replay=replayed, n_replay=n_replay))
+
+    def unmatched():
+        rng = random.Random("unmatched")
+        for b in Batches(examples, B - n_replay, seed=0):
+            yield b + [replayed(rng) for _ in range(n_replay)]
+
+    def padding_of(batches, n=200) -> float:
+        useful = computed = 0
+        for _ in range(n):
+            lengths = [len(e["ids"]) for e in next(batches)]
+            useful, computed = useful + sum(lengths), computed + max(lengths) * len(lengths)
+        return 1 - useful / computed
+
     # alternating runs, medians: one noisy run on a shared machine moves neither number
-    runs = [(*lightning(), plain()) for _ in range(args.reps)]
+    runs = [(*lightning(), plain(), plain(matched()), plain(unmatched())) for _ in range(args.reps)]
     light = sorted(r[0] for r in runs)[len(runs) // 2]
     plain_tps = sorted(r[2] for r in runs)[len(runs) // 2]
     padding = runs[0][1]
@@ -114,6 +141,11 @@ def main(argv=None) -> None:
     print(f"matmul bound                : {bound:9,.0f} tokens/s ({flops / 1e9:.1f} GFLOP/s fp32 GEMM, "
           f"{per_token / 1e6:.2f} MFLOP per token)")
     print(f"ratio Lightning / plain: {light / plain_tps:.2f}; Lightning / matmul bound: {light / bound:.2f}")
+    with_matched = sorted(r[3] for r in runs)[len(runs) // 2]
+    with_random = sorted(r[4] for r in runs)[len(runs) // 2]
+    print(f"with {n_replay} of {B} replayed a batch (plain loop): padding {padding_of(matched()):.1%} matched by "
+          f"length, {padding_of(unmatched()):.1%} drawn per batch; {with_matched:,.0f} against {with_random:,.0f} "
+          f"useful tokens/s ({with_matched / with_random:.2f}x)")
 
 
 if __name__ == "__main__":
