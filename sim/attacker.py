@@ -186,6 +186,19 @@ class Hydra(Campaign):
     def can_respawn(self) -> bool:
         return self.respawn and not self.broke
 
+    def columnar(self) -> tuple[str, dict]:
+        """This campaign as the incident replay draws it (`sim.incident.Campaign`): its own
+        parameters and its policy's request surface."""
+        surface = self.policy.surface()
+        if surface is None:
+            raise ValueError(f"attacker.policy ({type(self.policy).__module__}.{type(self.policy).__name__}) has no "
+                             f"columnar form: scale=incident draws every cell alike (policy=cot_elicit, random, "
+                             f"sweep or evasive)")
+        return "hydra", {"accounts": self.n_accounts, "queries": self.queries, "pace_per_day": self.pace_per_day,
+                         "proxies": self.proxies, "ips_per_proxy": self.ips_per_proxy,
+                         "payment_reuse": self.payment_reuse, "device_reuse": self.device_reuse, "mix": self.mix,
+                         "respawn": self.respawn, "tier": self.tier, **surface}
+
     def bind(self, suite, clock, network, seed, users=None):
         super().bind(suite, clock, network, seed)
         self.cover = users  # the personas its cover traffic imitates (None: plain random questions)

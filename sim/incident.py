@@ -258,11 +258,11 @@ class Replay:
     """`scale=incident`: see the module docstring. Parameters beyond the actors' and the
     detectors' own configs: `chunk_ticks` (ticks per parquet file of the exchange log),
     `card` (a teacher card whose per-cell accuracies the oracle uses; null = the shipped
-    teacher's), `calibration` (the labelled replay the classifier is trained on) and
-    `policy` (the campaign's explain/typo/template/follow-up rates, from `attacker.policy`)."""
+    teacher's) and `calibration` (the labelled replay the classifier is trained on). The
+    campaign, the users and the defenses are the configured objects' array forms
+    (`columnar()`)."""
 
-    def __init__(self, chunk_ticks: int = 144, card: str | None = None, calibration: dict | None = None,
-                 policy: dict | None = None):
+    def __init__(self, chunk_ticks: int = 144, card: str | None = None, calibration: dict | None = None):
         if not isinstance(chunk_ticks, int) or chunk_ticks < 1:
             raise ValueError(f"backend.chunk_ticks={chunk_ticks!r} must be a positive integer")
         calibration = dict(calibration or {})
@@ -272,7 +272,6 @@ class Replay:
         if not calibration.get("campaigns"):
             raise ValueError("backend.calibration.campaigns is empty: the classifier needs attack traffic")
         self.chunk_ticks, self.calibration = chunk_ticks, calibration
-        self.policy = dict(policy or {})  # the campaign's surface rates, read from its query policy
         from teachers import SHIPPED
 
         path = Path(card) if card else SHIPPED / "card.json"
@@ -474,8 +473,6 @@ def prepare(cfg, replay=None):
     """Every piece of the replay, built and validated from the config before any compute."""
     from types import SimpleNamespace
 
-    from omegaconf import OmegaConf
-
     from sim.records import build
 
     replay = replay or build(cfg.backend)
@@ -495,17 +492,30 @@ def prepare(cfg, replay=None):
             raise ValueError(f"defense.{name}: a second {kind} detector; the replay runs one of each")
         forms[kind] = params
     fp, cl = forms.get("fingerprint"), forms.get("cluster")
-    users_cfg = OmegaConf.to_container(cfg.users, resolve=True)
+    # the campaign and the population are the text world's own objects, built by their own
+    # constructors; the replay draws them through their array forms, or refuses by name
+    actors = {}
+    for key, want in (("attacker", "hydra"), ("users", "population")):
+        actor = build(cfg[key])
+        columnar = getattr(actor, "columnar", None)
+        if columnar is None:
+            raise ValueError(f"{key} ({type(actor).__module__}.{type(actor).__name__}) has no columnar form: "
+                             f"scale=incident replays a hydra campaign among a population of users")
+        kind, params = columnar()
+        if kind != want:
+            raise ValueError(f"{key}: columnar form {kind!r} is not the replay's {want!r}")
+        actors[key] = params
+    people = actors["users"]
 
     def population(n):
-        return Population(users_cfg.get("personas") or {"user": {}}, users_cfg.get("nats", ()), n, skills)
+        return Population(people["personas"] or {"user": {}}, people["nats"], n, skills)
 
     cal = replay.calibration
     return SimpleNamespace(
         replay=replay, clock=clock, skills=skills, acc=_accuracy(replay.card, skills, float(cfg.tasks.get("private_rate", 0.0))), fp=fp, cl=cl,
         window=(fp or cl or {}).get("window_ticks", 144), score_every=(fp or cl or {}).get("score_every", 36),
-        campaign=_campaign({**OmegaConf.to_container(cfg.attacker, resolve=True), **replay.policy}, "attacker"),
-        users=population(int(users_cfg["n_users"])), population=population, cal=cal,
+        campaign=_campaign(actors["attacker"], "attacker"),
+        users=population(people["n_users"]), population=population, cal=cal,
         cams=[_campaign(c, f"backend.calibration.campaigns.{i}") for i, c in enumerate(cal["campaigns"])])
 
 

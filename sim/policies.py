@@ -51,6 +51,13 @@ class Policy(ABC):
         """Columns of its own that a served exchange adds to the harvest (a judge's grades)."""
         return {}
 
+    def surface(self) -> dict[str, float] | None:
+        """Its requests as a columnar replay draws them (`sim.incident`): every skill x
+        difficulty cell alike, asking for the reasoning, misspelt, wrapped in chat and followed
+        up at these rates (`explain_rate`, `typo_rate`, `template_rate`, `followup_rate`). None
+        when its requests are not such draws (it aims at some cells, or chooses with a model)."""
+        return None
+
 
 class Random(Policy):
     def __init__(self, explain_rate: float = 1.0, skills: Sequence[str] | None = None,
@@ -71,6 +78,11 @@ class Random(Policy):
         skill = rng.choice(self.skills) if self.skills else None
         d = rng.choice(self.difficulties) if self.difficulties else None
         return self.suite.sample(rng, skill, d), rng.random() < self.explain_rate
+
+    def surface(self):
+        if self.skills or self.difficulties:
+            return None
+        return {"explain_rate": self.explain_rate, "typo_rate": 0.0, "template_rate": 0.0, "followup_rate": 0.0}
 
 
 class CotElicit(Random):
@@ -96,6 +108,9 @@ class Sweep(Policy):
         skill, d = self.cells[self.i % len(self.cells)]
         self.i += 1
         return self.suite.sample(rng, skill, d), rng.random() < self.explain_rate
+
+    def surface(self):  # every cell in turn: uniform over the cells, as the replay draws them
+        return {"explain_rate": self.explain_rate, "typo_rate": 0.0, "template_rate": 0.0, "followup_rate": 0.0}
 
 
 class Boundary(Policy):
@@ -171,6 +186,11 @@ class Evasive(Policy):
 
     def render(self, problem, explain, rng):
         return render(problem, explain, rng, self.typo_rate, self.template_rate)
+
+    def surface(self):
+        base = self.base.surface()
+        return None if base is None else {**base, "typo_rate": self.typo_rate, "template_rate": self.template_rate,
+                                          "followup_rate": self.followup_rate}
 
     def feedback(self, problem, explain, exchange, rng):
         self.base.feedback(problem, explain, exchange, rng)

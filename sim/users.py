@@ -143,6 +143,10 @@ class Population(Actor):
         self.agenda: dict[int, list[int]] = defaultdict(list)
         self.sent = 0
 
+    def columnar(self) -> tuple[str, dict]:
+        """This population as the incident replay draws it (`sim.incident.Population`)."""
+        return "population", {"personas": self.persona_specs, "nats": self.nats, "n_users": self.n_users}
+
     def spawn(self, n_users: int, name: str) -> "Population":
         """Another population with the same personas (a router's clients), without NATs."""
         other = Population(n_users, self.persona_specs)

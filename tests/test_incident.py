@@ -52,12 +52,24 @@ def test_without_detection_nothing_is_banned_and_the_whole_budget_is_served(make
     ("attacker.mix=1.5", "attacker.mix=1.5 must be in"),
     ("defense.fingerprint.target_fpr=0", "target_fpr=0"),
     ("backend.card=/nonexistent.json", "is not a teacher card"),
+    ("policy=boundary", r"attacker.policy \(sim.policies.Boundary\) has no columnar form"),
+    ("users=none", "users.n_users=0 must be a positive integer at scale=incident"),
 ])
 def test_bad_incident_values_stop_before_any_compute(make_cfg, override, message):
     from sim import incident
 
     with pytest.raises(ValueError, match=message):
         incident.prepare(make_cfg(*SMALL, override, scale="incident"))
+
+
+def test_the_replay_draws_the_configured_campaign_and_population(make_cfg):
+    from sim import incident
+
+    plan = incident.prepare(make_cfg(*SMALL, "policy=evasive", "attacker.mix=0.4", scale="incident"))
+    assert plan.campaign.rates == {"explain": 1.0, "typo": 0.1, "templated": 0.4, "followup": 0.2}
+    assert plan.campaign.mix == 0.4 and plan.campaign.n == 200 and plan.users.n == 1500
+    cfg = make_cfg(*SMALL, scale="incident")
+    assert plan.users.names == list(cfg.users.personas) and plan.campaign.tier == 0  # free
 
 
 def test_aggregate_features_by_hand():
