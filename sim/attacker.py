@@ -189,6 +189,9 @@ class Hydra(Campaign):
     def columnar(self) -> tuple[str, dict]:
         """This campaign as the incident replay draws it (`sim.incident.Campaign`): its own
         parameters and its policy's request surface."""
+        if self.counter.vote_k > 1 or self.budget_usd != math.inf:
+            raise ValueError(f"attacker.counter.vote_k={self.counter.vote_k}, attacker.budget_usd={self.budget_usd}: "
+                             f"scale=incident replays neither voting across accounts nor a spending cap")
         surface = self.policy.surface()
         if surface is None:
             raise ValueError(f"attacker.policy ({type(self.policy).__module__}.{type(self.policy).__name__}) has no "

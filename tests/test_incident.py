@@ -54,6 +54,7 @@ def test_without_detection_nothing_is_banned_and_the_whole_budget_is_served(make
     ("backend.card=/nonexistent.json", "is not a teacher card"),
     ("policy=boundary", r"attacker.policy \(sim.policies.Boundary\) has no columnar form"),
     ("users=none", "users.n_users=0 must be a positive integer at scale=incident"),
+    ("counter=vote", "attacker.counter.vote_k=3, attacker.budget_usd=inf: scale=incident replays neither"),
 ])
 def test_bad_incident_values_stop_before_any_compute(make_cfg, override, message):
     from sim import incident
