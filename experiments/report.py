@@ -437,8 +437,9 @@ def _interval(m: float, half: float, n: int) -> str:
 
 def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     """(holds: True, does not hold: False, inconclusive: None; one line with the numbers) for
-    one CHECK. `higher`, `close` and `where` are decided by the 95% CI of the paired difference
-    (of the group's mean, for `where`); the others compare means."""
+    one CHECK. `higher`, `close`, `drop` and `where` are decided by the 95% CI of the paired
+    difference (of the difference in differences, for `drop`; of the group's mean, for
+    `where`); the others compare means."""
     c = dict(check)
     if "higher" in c or "close" in c:
         a, b = (c["higher"], c["than"]) if "higher" in c else (c["close"], c["to"])
@@ -457,9 +458,19 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     if "drop" in c:
         a0, a1 = _mean(df, c["from"], c["drop"]), _mean(df, c["to"], c["drop"])
         b0, b1 = _mean(df, c["from"], c["vs"]), _mean(df, c["to"], c["vs"])
-        ok = a0 - a1 > max(0.0, b0 - b1)  # M1 must fall at all, and by more than M2
+        # per seed, how far M1 falls, and by how much more than M2 (a difference in differences);
+        # both series come from the same pairing of the same runs, so they line up row by row
+        fall = paired(df, c["from"], c["to"], c["drop"])
+        more = fall - paired(df, c["from"], c["to"], c["vs"])
+        (m1, h1, n), (m2, h2, _) = ci(fall), ci(more)
         text = (f"from {_name(c['from'])} to {_name(c['to'])}, {c['drop']} goes {a0:.3f} → {a1:.3f} ({a1 - a0:+.3f}) "
-                f"and {c['vs']} {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f})")
+                f"and {c['vs']} {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f}); paired fall of {c['drop']} "
+                f"{_interval(m1, h1, n)}, and beyond {c['vs']}'s {_interval(m2, h2, n)}")
+        if n < 2 or h1 != h1 or h2 != h2:
+            return None, text + " — too few paired runs for an interval"
+        if m1 - h1 > 0 and m2 - h2 > 0:  # M1 falls, and by more than M2
+            return True, text
+        return (False if m1 + h1 <= 0 or m2 + h2 <= 0 else None), text
     elif "recovers" in c:
         got, lost, full = (_mean(df, c[k], c["metric"]) for k in ("recovers", "lost", "from"))
         text = f"{c['metric']}: {full:.3f} ({_name(c['from'])}), {lost:.3f} ({_name(c['lost'])}), {got:.3f} ({_name(c['recovers'])})"

@@ -70,17 +70,34 @@ def test_verdicts_of_means_and_too_few_runs():
     held, text = report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "none"}, "than": {"defense": "poison"}})
     assert held is None and "n = 1" in text  # one paired seed: no interval, no verdict
     assert report.verdict(df, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
-                               "to": {"defense": "poison"}})[0] is True
-    # both rising is no drop, even when the other rises more
-    rise = pd.DataFrame({"choice/defense": ["none", "shaping"], "transfer/arith": [0.126, 0.131],
-                         "transfer/tool": [0.022, 0.055]})
-    assert report.verdict(rise, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
-                                 "to": {"defense": "shaping"}})[0] is False
+                               "to": {"defense": "poison"}})[0] is None  # one paired seed
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "poison"}, "from": {"defense": "none"}})[0] is True
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "none"}, "from": {"defense": "poison"}})[0] is None  # nothing lost
     assert report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "full"}, "than": {"defense": "none"}})[0] is None
+
+
+def test_a_drop_is_a_paired_difference_in_differences():
+    # arith falls 0.20 (+- 0.01) on every seed; tool falls 0.05 in `shaping`, 0.20 +- 0.03 in `even`
+    # and rises 0.05 in `rise`, where arith rises too; the seeds' own spread is 0.1
+    base = [0.30, 0.40, 0.35, 0.25, 0.45]
+    jitter = [0.01, -0.01, 0.0, 0.01, -0.01]
+    arms = {"none": (0.0, 0.0), "shaping": (-0.2, -0.05), "even": (-0.2, -0.2), "rise": (0.03, 0.05)}
+    rows = [{"choice/defense": arm, "seeds/world": s,
+             "transfer/arith": base[s] + da + (jitter[s] if arm != "none" else 0.0),
+             "transfer/tool": base[s] / 2 + dt + (3 * jitter[(s + 1) % 5] if arm == "even" else 0.0)}
+            for arm, (da, dt) in arms.items() for s in range(5)]
+    df = pd.DataFrame(rows)
+
+    def check(to):
+        return report.verdict(df, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
+                                   "to": {"defense": to}})
+
+    held, text = check("shaping")
+    assert held is True and "paired fall" in text and "n = 5" in text
+    assert check("even")[0] is None  # arith falls, but no more than tool: the interval straddles zero
+    assert check("rise")[0] is False  # arith does not fall at all
 
 
 def test_pairs_match_every_setting_the_check_does_not_fix():
