@@ -406,13 +406,19 @@ def paired(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.Series:
     """Per seed, the metric of group `a` minus that of group `b`: runs matched on every seed
     stream (`seeds/*`, or the run's `seed`), so each difference shares all the randomness the
     two arms do not vary."""
+    both = pairs(df, a, b, metric)
+    return both["a"] - both["b"]
+
+
+def pairs(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.DataFrame:
+    """The matched runs of `paired`: one row per pair, the metric of `a` and of `b`."""
     seeds = [c for c in df.columns if c.startswith("seeds/")] or ["seed"]
     # every other key the sweep varies that neither selection fixes is matched too (a budget
     # check across recipes pairs answer with answer and kd with kd, never across)
     fixed = {c for sel in (a, b) for k in sel for c in (f"choice/{k}", f"config/{k}")}
     ga, gb = _select(df, a).dropna(subset=seeds), _select(df, b).dropna(subset=seeds)
     if metric not in df.columns or ga.empty or gb.empty:
-        return pd.Series(dtype=float)
+        return pd.DataFrame({"a": pd.Series(dtype=float), "b": pd.Series(dtype=float)})
 
     def one(g, k):
         values = g[k].astype(str).unique() if k in g else []
@@ -428,7 +434,8 @@ def paired(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.Series:
         raise ValueError(f"paired comparison of {_name(a)} and {_name(b)}: two runs share the seeds and settings "
                          f"{keys}; pass the sweep directories once each")
     both = ga.merge(gb, on=keys, suffixes=("_a", "_b"))
-    return pd.to_numeric(both[f"{metric}_a"], errors="coerce") - pd.to_numeric(both[f"{metric}_b"], errors="coerce")
+    return pd.DataFrame({"a": pd.to_numeric(both[f"{metric}_a"], errors="coerce"),
+                         "b": pd.to_numeric(both[f"{metric}_b"], errors="coerce")})
 
 
 def _interval(m: float, half: float, n: int) -> str:
@@ -443,9 +450,9 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     c = dict(check)
     if "higher" in c or "close" in c:
         a, b = (c["higher"], c["than"]) if "higher" in c else (c["close"], c["to"])
-        d = paired(df, a, b, c["metric"])
-        m, half, n = ci(d)
-        text = (f"{c['metric']}: {_mean(df, a, c['metric']):.3f} ({_name(a)}) vs {_mean(df, b, c['metric']):.3f} "
+        both = pairs(df, a, b, c["metric"])  # the means printed are those of the paired runs
+        m, half, n = ci(both["a"] - both["b"])
+        text = (f"{c['metric']}: {both['a'].mean():.3f} ({_name(a)}) vs {both['b'].mean():.3f} "
                 f"({_name(b)}); paired difference {_interval(m, half, n)}")
         if n < 2 or half != half:
             return None, text + " — too few paired runs for an interval"
