@@ -463,13 +463,12 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         text += f" (claim: within ±{w})"
         return (True if -w <= lo and hi <= w else False if lo > w or hi < -w else None), text
     if "drop" in c:
-        a0, a1 = _mean(df, c["from"], c["drop"]), _mean(df, c["to"], c["drop"])
-        b0, b1 = _mean(df, c["from"], c["vs"]), _mean(df, c["to"], c["vs"])
         # per seed, how far M1 falls, and by how much more than M2 (a difference in differences);
-        # both series come from the same pairing of the same runs, so they line up row by row
-        fall = paired(df, c["from"], c["to"], c["drop"])
-        more = fall - paired(df, c["from"], c["to"], c["vs"])
-        (m1, h1, n), (m2, h2, _) = ci(fall), ci(more)
+        # both come from the same pairing of the same runs, so they line up row by row
+        p1, p2 = pairs(df, c["from"], c["to"], c["drop"]), pairs(df, c["from"], c["to"], c["vs"])
+        (a0, a1), (b0, b1) = (p1["a"].mean(), p1["b"].mean()), (p2["a"].mean(), p2["b"].mean())
+        fall = p1["a"] - p1["b"]
+        (m1, h1, n), (m2, h2, _) = ci(fall), ci(fall - (p2["a"] - p2["b"]))
         text = (f"from {_name(c['from'])} to {_name(c['to'])}, {c['drop']} goes {a0:.3f} → {a1:.3f} ({a1 - a0:+.3f}) "
                 f"and {c['vs']} {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f}); paired fall of {c['drop']} "
                 f"{_interval(m1, h1, n)}, and beyond {c['vs']}'s {_interval(m2, h2, n)}")

@@ -508,7 +508,7 @@ def prepare(cfg, replay=None):
     people = actors["users"]
 
     def population(n):
-        return Population(people["personas"] or {"user": {}}, people["nats"], n, skills)
+        return Population(people["personas"], people["nats"], n, skills)
 
     cal = replay.calibration
     return SimpleNamespace(

@@ -59,6 +59,11 @@ class Policy(ABC):
         return None
 
 
+def plain_surface(explain_rate: float) -> dict[str, float]:
+    """The surface of a policy that writes its questions as the task does (no typos, no chat)."""
+    return {"explain_rate": explain_rate, "typo_rate": 0.0, "template_rate": 0.0, "followup_rate": 0.0}
+
+
 class Random(Policy):
     def __init__(self, explain_rate: float = 1.0, skills: Sequence[str] | None = None,
                  difficulties: Sequence[int] | None = None):
@@ -80,9 +85,7 @@ class Random(Policy):
         return self.suite.sample(rng, skill, d), rng.random() < self.explain_rate
 
     def surface(self):
-        if self.skills or self.difficulties:
-            return None
-        return {"explain_rate": self.explain_rate, "typo_rate": 0.0, "template_rate": 0.0, "followup_rate": 0.0}
+        return None if self.skills or self.difficulties else plain_surface(self.explain_rate)
 
 
 class CotElicit(Random):
@@ -110,7 +113,7 @@ class Sweep(Policy):
         return self.suite.sample(rng, skill, d), rng.random() < self.explain_rate
 
     def surface(self):  # every cell in turn: uniform over the cells, as the replay draws them
-        return {"explain_rate": self.explain_rate, "typo_rate": 0.0, "template_rate": 0.0, "followup_rate": 0.0}
+        return plain_surface(self.explain_rate)
 
 
 class Boundary(Policy):

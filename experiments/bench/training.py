@@ -64,8 +64,8 @@ def main(argv=None) -> None:
     pairs = [(p.request(True), p.response(True, voice, rng)) for p in (suite.sample(rng) for _ in range(4096))]
     spec = Scratch(**{k: cfg.student[k] for k in ("n_layer", "n_embd", "n_head", "n_positions", "batch_size", "lr",
                                                   "replay")})
-    recipe = Recipe()
-    examples = [recipe.example(spec.build(seed=0).tok, r, s) for r, s in pairs]
+    recipe, tok = Recipe(), spec.build(seed=0).tok
+    examples = [recipe.example(tok, r, s) for r, s in pairs]
     B = spec.batch_size
 
     def lightning() -> tuple[float, float]:
@@ -92,8 +92,7 @@ def main(argv=None) -> None:
     # public replay (a quarter of each batch, as `student=finetune` trains): drawn per pool and
     # matched to the harvest batches by length rank (`Batches`), against the same number drawn
     # at random for each batch
-    draw = spec.public_data(suite)
-    tok, n_replay = spec.build(seed=0).tok, int(round(B * spec.replay))
+    draw, n_replay = spec.public_data(suite), int(round(B * spec.replay))
 
     def replayed(rng):
         return clip(recipe.example(tok, *draw(rng)), spec.n_positions)
