@@ -9,7 +9,7 @@ graph; an edge's weight adds up what two accounts share:
   `ip` (the same address), `subnet` (the same /24, counted only off residential ASNs, where
   sharing is a sign of proxies or a datacenter rather than of one household),
 - `behaviour`: cosine similarity of their standardised behavioural features
-  (`defenses.features`) above `similarity`, for accounts with `min_requests` requests; it
+  (`defenses.features`, reading the text with a lexicon learned from the window itself) above `similarity`, for accounts with `min_requests` requests; it
   adds to shared infrastructure and never links two accounts on its own.
 
 Pairs whose weight reaches `min_weight` are linked, and each connected component of at least

@@ -17,6 +17,10 @@ uniformly formatted, elicit reasoning, and rarely pivot. One row per account:
 | `gap_cv`           | coefficient of variation of inter-arrival ticks (regularity; low = metronomic) |
 | `night_rate`       | share of requests between 0:00 and 6:00 in the account's region |
 | `length_trend`     | correlation of question length with time (difficulty progression) |
+
+The words read from the text (commands, chat words) come from a `defenses.lexicon.Lexicon`
+learned from traffic, never from how the simulator writes its requests: the detector's own
+calibration traffic, or else the rows being scored.
 """
 
 from __future__ import annotations
@@ -24,44 +28,32 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from defenses.info_budget import cell, command
-from sim.surface import PREFIXES, SUFFIXES
+from defenses.lexicon import LENGTH_BUCKET, OTHER, Lexicon
+from sim.tasks import EXPLAIN
 
 FEATURES = ("log_volume", "why_rate", "template_rate", "typo_rate", "cell_entropy", "cell_coverage",
             "switch_rate", "followup_rate", "gap_cv", "night_rate", "length_trend")
 
 
-def _templated(p: str) -> bool:
-    return p.startswith(PREFIXES) or p.endswith(SUFFIXES)
-
-
-def _typo(p: str) -> bool:
-    """A doubled space, or a command word that `command` only recognised through a swap."""
-    return "  " in p or command(p) not in ("other", *p.split())
-
-
-def _core(p: str) -> str:
-    """The question after its command word (without chat, the explain marker or tags)."""
-    words = p.replace("?", " ").replace("!", " ").split()
-    cmd = command(p)
-    i = next((i for i, w in enumerate(words) if command(w) == cmd), -1)
-    return " ".join(words[i + 1:])
-
-
-def request_features(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per-request columns read from the text, for `aggregate` (rows in time order)."""
+def request_features(rows: pd.DataFrame, lexicon: Lexicon | None = None) -> pd.DataFrame:
+    """Per-request columns read from the text, for `aggregate` (rows in time order), with
+    `lexicon` (default: learned from these rows' prompts)."""
     p = rows["prompt"]
-    cells = p.map(lambda s: cell(s))
+    lex = lexicon or Lexicon.fit(p)
+    parsed = [lex.parse(s) for s in p]
+    cells = [(c, len(" ".join(rest)) // LENGTH_BUCKET) for c, rest, _ in parsed]
     out = pd.DataFrame({
         "account": rows["account"].to_numpy(),
         "tick": rows["tick"].to_numpy(),
-        "why": p.str.contains(r"(?:^|\s)why\s", regex=True).to_numpy(),
-        "templated": p.map(_templated).to_numpy(),
-        "typo": p.map(_typo).to_numpy(),
+        "why": p.str.contains(rf"(?:^|\s){EXPLAIN}", regex=True).to_numpy(),
+        "templated": p.map(lex.wrapped).to_numpy(),
+        # a doubled space, or a command word read only through a swap of its letters
+        "typo": p.str.contains("  ", regex=False).to_numpy() | np.array([t for _, _, t in parsed], bool),
         "command": [c[0] for c in cells],
         "cell": [f"{c[0]}:{c[1]}" for c in cells],
         "length": [c[1] for c in cells],
-        "core": p.map(_core).to_numpy(),
+        # the question after its command word (without chat, the explain marker or tags)
+        "core": [" ".join(rest if c == OTHER else rest[1:]) for c, rest, _ in parsed],
         "answer": rows["response"].str.rsplit("#", n=1).str[-1].str.strip().to_numpy(),
     })
     prev = out.groupby("account", sort=False).shift(1)
@@ -134,11 +126,12 @@ def aggregate(account: np.ndarray, tick: np.ndarray, cols: dict[str, np.ndarray]
 
 
 def account_features(rows: pd.DataFrame, utc_offset: dict[str, int], tick_minutes: int,
-                     min_requests: int = 1) -> pd.DataFrame:
-    """One row per account with at least `min_requests` requests in `rows`, indexed by account."""
+                     min_requests: int = 1, lexicon: Lexicon | None = None) -> pd.DataFrame:
+    """One row per account with at least `min_requests` requests in `rows`, indexed by account
+    (`lexicon`: see `request_features`)."""
     if rows.empty:
         return pd.DataFrame(columns=FEATURES)
-    r = request_features(rows)
+    r = request_features(rows, lexicon)
     names, account = np.unique(r["account"].to_numpy(), return_inverse=True)
     cols = {k: r[k].to_numpy() for k in ("why", "templated", "typo")}
     cols["followup"] = r["followup"].to_numpy(bool)

@@ -5,7 +5,8 @@ false-positive rate.
 The 2026 reports name "classifiers and behavioural fingerprinting systems designed to
 identify distillation attack patterns". Here:
 
-- features: `defenses.features` over each account's requests in the last `window_ticks`;
+- features: `defenses.features` over each account's requests in the last `window_ticks`, read
+  with a lexicon (`defenses.lexicon`) learned from the calibration traffic's text;
 - classifier: logistic regression (`model: logreg`) or a one-hidden-layer MLP (`model:
   mlp`) in torch, on standardised features, trained on a *calibration* simulation: the same
   legitimate personas and the `campaigns` listed in the config, with its own seed and an
@@ -35,6 +36,7 @@ import torch
 
 from defenses.base import Action, Defense
 from defenses.features import FEATURES, account_features
+from defenses.lexicon import Lexicon
 
 
 class Classifier:
@@ -136,6 +138,7 @@ class Fingerprint(Defense):
         self.acted: set[str] = set()
         self.last_scored = -1
         self.calibration_stats: dict = {}
+        self.lexicon: Lexicon | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -146,7 +149,7 @@ class Fingerprint(Defense):
     def features(self, rows: pd.DataFrame, offsets: dict, tick_minutes: int) -> pd.DataFrame:
         """The behavioural features of the accounts in `rows`, and with `embeddings` the text-
         embedding ones (`defenses.embeddings`)."""
-        f = account_features(rows, offsets, tick_minutes, self.min_requests)
+        f = account_features(rows, offsets, tick_minutes, self.min_requests, self.lexicon)
         if self.embeddings and not f.empty:
             from defenses.embeddings import Embedder, embedding_features
 
@@ -183,6 +186,7 @@ class Fingerprint(Defense):
         return [self.users, *self.campaigns], self.calibration_seed
 
     def calibrate(self, traffic) -> None:
+        self.lexicon = Lexicon.fit(traffic.log["prompt"])
         offsets = {a.id: a.utc_offset for a in traffic.gateway.ctx.accounts.values()}
         snaps = self._snapshots(traffic.log, offsets, traffic.ticks, traffic.gateway.ctx.tick_minutes)
         y = np.array([traffic.owner.get(a) != self.users.name for a in snaps.index], dtype=np.float32)

@@ -19,7 +19,10 @@ past its budget of B bits is refused.
 The cell is read from the text alone, as a provider's request classifier would: the command
 word (found after chat prefixes and the explain marker, and through a swapped-letter typo)
 and the length of the question from that word on, in buckets of `length_bucket` characters
-(a proxy for difficulty: more operations, rows, slots or hops make longer questions).
+(a proxy for difficulty: more operations, rows, slots or hops make longer questions). The
+command words are learned (`defenses.lexicon`) from a calibration simulation of the
+legitimate `users` alone, with its own seed, before the run's traffic starts: a provider
+knows its benign traffic, not its attackers' (a command no user sent reads as `other`).
 """
 
 from __future__ import annotations
@@ -28,28 +31,10 @@ import math
 from collections import defaultdict
 
 from defenses.base import Defense
+from defenses.lexicon import LENGTH_BUCKET, Lexicon
 from defenses.rate_limit import key_value
 
-COMMANDS = ("calc", "run", "tool", "tbl", "kb", "doc")
 KEYS = ("account", "cluster")
-
-
-def command(prompt: str) -> str:
-    """The request's command word, robust to chat prefixes and a swapped-letter typo."""
-    for word in prompt.replace("?", " ").replace("!", " ").split():
-        if word in COMMANDS:
-            return word
-        for c in COMMANDS:
-            if len(word) == len(c) and sorted(word) == sorted(c):
-                return c
-    return "other"
-
-
-def cell(prompt: str, length_bucket: int = 4) -> tuple[str, int]:
-    words = prompt.replace("?", " ").replace("!", " ").split()
-    cmd = command(prompt)
-    start = next((i for i, w in enumerate(words) if command(w) == cmd), 0)
-    return cmd, len(" ".join(words[start:])) // length_bucket
 
 
 def _xlogx(n: int) -> float:
@@ -57,8 +42,13 @@ def _xlogx(n: int) -> float:
 
 
 class InfoBudget(Defense):
-    def __init__(self, bits: float = 40.0, keys: tuple[str, ...] | list[str] = ("account", "cluster"),
-                 length_bucket: int = 4):
+    def __init__(self, users=None, bits: float = 40.0, keys: tuple[str, ...] | list[str] = ("account", "cluster"),
+                 length_bucket: int = LENGTH_BUCKET, calibration_seed: int = 1001, lexicon: Lexicon | None = None):
+        """`users`: the legitimate population to calibrate the lexicon on; or `lexicon`, one
+        learned already."""
+        if users is None and lexicon is None:
+            raise ValueError("defense.info_budget.users is missing: the budget learns its request cells from a "
+                             "calibration simulation of the legitimate users (users: ${users})")
         if not bits > 0:
             raise ValueError(f"defense.info_budget.bits={bits!r} must be > 0")
         for k in keys:
@@ -67,6 +57,7 @@ class InfoBudget(Defense):
         if not isinstance(length_bucket, int) or length_bucket < 1:
             raise ValueError(f"defense.info_budget.length_bucket={length_bucket!r} must be a positive integer")
         self.bits, self.keys, self.length_bucket = float(bits), tuple(keys), length_bucket
+        self.users, self.calibration_seed, self.lexicon = users, calibration_seed, lexicon
         self.counts: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(int))
         self.total: dict[tuple[str, str], int] = defaultdict(int)
         self.spent: dict[tuple[str, str], float] = defaultdict(float)
@@ -76,8 +67,21 @@ class InfoBudget(Defense):
         """Growth of n H(p_n) when one more request (of n so far) lands in a cell holding n_c."""
         return (_xlogx(n + 1) - _xlogx(n)) - (_xlogx(n_c + 1) - _xlogx(n_c))
 
+    def calibration(self, ticks: int | None) -> tuple[list, int] | None:
+        return None if self.lexicon is not None else ([self.users], self.calibration_seed)
+
+    def calibrate(self, traffic) -> None:
+        lexicon = Lexicon.fit(traffic.log["prompt"])
+        if not lexicon.commands:
+            raise ValueError(f"defense.info_budget: its calibration traffic ({len(traffic.log)} requests of the "
+                             f"legitimate users) taught it no command word; give the run more users or days")
+        self.lexicon = lexicon
+
     def check(self, request, ctx):
-        c = cell(request.prompt, self.length_bucket)
+        if self.lexicon is None:
+            raise RuntimeError("defense.info_budget: not calibrated; the world calls sim.world.calibrate(stack, "
+                               "suite, clock) before traffic starts")
+        c = self.lexicon.cell(request.prompt, self.length_bucket)
         keys = [(k, key_value(request.account, k, ctx)) for k in self.keys]
         costs = [self.cost(self.total[key], self.counts[key][c]) for key in keys]
         for (kind, _), key, cost in zip(keys, keys, costs):

@@ -134,17 +134,54 @@ def test_identity_rejects_bad_levels(levels, message):
 
 
 # -- information budget --------------------------------------------------------------------------
-from defenses.info_budget import InfoBudget, cell, command  # noqa: E402
+from defenses.info_budget import InfoBudget  # noqa: E402
+from defenses.lexicon import Lexicon  # noqa: E402
+
+LEXICON = Lexicon(("calc", "run", "tool", "tbl", "kb"), frozenset({"pls", "hey"}), frozenset({"?", "thx"}))
 
 
 def test_command_reader_survives_templates_and_typos():
-    assert command("pls why calc 1+2") == "calc" and command("why clac 1+2 thx") == "calc"
-    assert command("hey tlb max ka3 lo7") == "tbl" and command("hello") == "other"
-    assert cell("why kb zora boss city", 4) == cell("pls kb zora boss city ?", 4) == ("kb", 4)
+    lex = LEXICON
+    assert lex.command("pls why calc 1+2") == "calc" and lex.command("why clac 1+2 thx") == "calc"
+    assert lex.command("hey tlb max ka3 lo7") == "tbl" and lex.command("hello") == "other"
+    assert lex.cell("why kb zora boss city", 4) == lex.cell("pls kb zora boss city ?", 4) == ("kb", 4)
+    assert lex.wrapped("hey calc 1") and lex.wrapped("calc 1 ?") and lex.wrapped("calc 1?")
+    assert not lex.wrapped("why calc 1") and not lex.wrapped("calc thx 1")
+
+
+def test_the_lexicon_is_learned_from_traffic_not_from_the_generator(make_cfg):
+    """From the calibration traffic of the fingerprint (people and campaigns, text only), the
+    lexicon finds every command word and every chat word the simulator writes with, and
+    nothing else; a plug-in skill's command word is learned the same way."""
+    from sim.surface import PREFIXES, SUFFIXES
+    from tests.test_world import traffic
+
+    _, t, _ = traffic(make_cfg, "attacker=hydra", "policy=evasive", "attacker.queries=1500", "sizes.users=300",
+                      "clock.days=2", "clock.tick_minutes=60")
+    lex = Lexicon.fit(t.log["prompt"])
+    assert set(lex.commands) == {"calc", "run", "tool", "tbl", "kb"}, lex
+    assert lex.prefixes == {p.strip() for p in PREFIXES} and lex.suffixes == {s.strip() for s in SUFFIXES}, lex
+    zz = [f"zz {i} {j}" for i in range(40) for j in range(5)]
+    lex = Lexicon.fit([*t.log["prompt"], *zz, *(f"pls {p}" for p in zz[:30])])
+    assert "zz" in lex.commands and "pls" in lex.prefixes and lex.command("ok why zz 3 4") == "zz"
+
+
+def test_info_budget_is_calibrated_on_legitimate_traffic_before_it_counts(make_cfg):
+    from sim.runner import World
+    from sim.world import calibrate
+
+    world = World(make_cfg("defense=info_budget"))
+    ib = world.stack.defenses[0]
+    with pytest.raises(RuntimeError, match="not calibrated"):
+        ib.check(Request(0, 0, Account("a"), "calc 1+2"), Context())
+    calibrate(world.stack, world.suite, world.clock)
+    assert set(ib.lexicon.commands) <= {"calc", "run", "tool", "tbl", "kb"} and "calc" in ib.lexicon.commands
+    with pytest.raises(ValueError, match="info_budget.users"):
+        InfoBudget(bits=10.0)
 
 
 def _spent(prompts, bits=1e9):
-    ib, acc = InfoBudget(bits=bits, keys=["account"]), Account("a")
+    ib, acc = InfoBudget(bits=bits, keys=["account"], lexicon=LEXICON), Account("a")
     served = sum(ib.check(Request(0, 0, acc, p), Context()) is None for p in prompts)
     return ib.spent["account", "a"], served
 

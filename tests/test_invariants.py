@@ -170,11 +170,13 @@ def test_no_account_is_served_beyond_its_information_budget(seed, bits, per_tick
     from collections import Counter, defaultdict
 
     from defenses.base import Stack
-    from defenses.info_budget import InfoBudget, cell
+    from defenses.info_budget import InfoBudget
+    from defenses.lexicon import Lexicon
     from sim.accounts import Account
     from sim.gateway import Gateway
 
-    gw = Gateway(Teacher(), Stack([InfoBudget(bits=bits, keys=("account",))]), max_new_tokens=8, seed=seed)
+    lexicon = Lexicon(("calc", "run", "tool", "tbl", "kb"), frozenset(), frozenset())
+    gw = Gateway(Teacher(), Stack([InfoBudget(bits=bits, keys=("account",), lexicon=lexicon)]), max_new_tokens=8, seed=seed)
     accounts = [Account(f"acct-{i}") for i in range(3)]
     for a in accounts:
         gw.open_account(a)
@@ -184,7 +186,7 @@ def test_no_account_is_served_beyond_its_information_budget(seed, bits, per_tick
     for t in range(30):
         for e in gw.serve(t, [(rng.choice(accounts), rng.choice(prompts)) for _ in range(per_tick)]):
             if e.status == "served":
-                served[e.request.account.id][cell(e.request.prompt)] += 1
+                served[e.request.account.id][lexicon.cell(e.request.prompt)] += 1
     for counts in served.values():
         n = sum(counts.values())
         info = n * math.log2(n) - sum(c * math.log2(c) for c in counts.values())  # n H(p)

@@ -8,7 +8,8 @@ Lowest first (docs/design.md, "Layers"):
    functions, run records;
 1. teachers;
 2. defenses;
-3. the world: actors, campaigns, users, the gateway, the traffic loop;
+3. the world: actors, campaigns, users and how they write (`sim.surface`: a detector learns
+   that from traffic, never from here), the gateway, the traffic loop;
 4. students;
 5. runs: `sim.runner` (and the incident replay) put a world, a teacher and a student together;
 6. entry points: `experiments/`.
@@ -25,7 +26,7 @@ PACKAGES = ("sim", "teachers", "defenses", "students", "experiments")
 # module (or package prefix) -> layer; the longest matching prefix decides
 LAYERS = {
     "sim.tasks": 0, "sim.answers": 0, "sim.grading": 0, "sim.accounts": 0, "sim.clock": 0, "sim.quiet": 0, "sim.records": 0,
-    "sim.surface": 0, "sim.metrics": 0, "teachers.vocab": 0,
+    "sim.metrics": 0, "teachers.vocab": 0,
     "teachers": 1,
     "defenses": 2,
     "sim": 3,
