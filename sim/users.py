@@ -153,6 +153,12 @@ class Population(Actor):
         other.name = name
         return other
 
+    def without(self, personas) -> "Population":
+        """The same population without these personas (the others fill their share), and
+        without the NATs that hold only them: a detector's calibration that never saw them."""
+        keep = {k: v for k, v in self.persona_specs.items() if k not in set(personas)}
+        return Population(self.n_users, keep, [n for n in self.nats if n.get("persona") not in set(personas)])
+
     def bind(self, suite, clock, network, seed, users=None) -> None:
         super().bind(suite, clock, network, seed)
         for name, p in self.personas.items():

@@ -27,6 +27,8 @@ def test_yaml_composes_and_instantiates(rel, make_cfg, tmp_path, request):
         ov.append("recipe=best_of_k")
     if rel in (Path("recipe/best_of_k.yaml"), Path("recipe/reward.yaml")):
         ov.append("policy=judge")
+    if rel.parent == Path("calibration"):  # what the fingerprint calibrates on: build one with it
+        ov.append("defense=fingerprint")
     if rel == Path("teacher/hf.yaml"):  # a checkpoint directory is required: the test writes one
         ov.append(f"teacher.path={request.getfixturevalue('hf_checkpoint')}")
     scale = rel.stem if rel.parent == Path("scale") else "tiny"

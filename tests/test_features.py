@@ -27,8 +27,8 @@ def test_fingerprint_realised_false_positive_rate_is_near_its_target(make_cfg):
     over = ("sizes.users=600", "clock.days=2", "clock.tick_minutes=60", "defense=fingerprint",
             "defense.fingerprint.target_fpr=0.05", "defense.fingerprint.window_ticks=48",
             "defense.fingerprint.score_every=12", "defense.fingerprint.min_requests=3",
-            "defense.fingerprint.campaigns.0.queries=300", "defense.fingerprint.campaigns.1.queries=300",
-            "defense.fingerprint.campaigns.2.queries=100")
+            "calibration.campaigns.0.queries=300", "calibration.campaigns.1.queries=300",
+            "calibration.campaigns.2.queries=100")
     world, t, _ = traffic(make_cfg, *over, "attacker.queries=0", "seed=7")
     fp = world.stack.defenses[0]
     active = t.log.groupby("account").size()
@@ -37,6 +37,20 @@ def test_fingerprint_realised_false_positive_rate_is_near_its_target(make_cfg):
     fpr = len(flagged & set(eligible)) / len(eligible)
     assert fp.calibration_stats["recall_at_tau"] > 0.5, fp.calibration_stats
     assert 0.05 / 2 <= fpr <= 0.05 * 2, (fpr, len(eligible), fp.calibration_stats)
+
+
+def test_a_heldout_calibration_never_sees_the_campaigns_or_personas_it_holds_out(make_cfg):
+    import pytest
+
+    from sim.runner import World
+
+    fp = World(make_cfg("defense=fingerprint", "calibration=heldout")).stack.defenses[0]
+    actors, _ = fp.calibration(None)
+    assert set(actors[0].personas) == {"student", "developer", "analyst"}
+    assert set(fp.users.personas) == {"student", "developer", "analyst", "power", "researcher"}
+    assert all(type(c.policy).__name__ in ("Sweep", "Random") for c in actors[1:])
+    with pytest.raises(ValueError, match="holdout_personas: 'nobody' is not a persona"):
+        World(make_cfg("defense=fingerprint", "calibration.holdout_personas=[nobody]"))
 
 
 def test_adjusted_rand_index_matches_known_values():
@@ -87,8 +101,8 @@ def test_adaptive_fingerprint_bans_and_retrains_on_its_bans(make_cfg):
     small = ("sizes.users=150", "clock.days=2", "clock.tick_minutes=60", "defense=adaptive",
              "defense.fingerprint.window_ticks=48", "defense.fingerprint.score_every=6",
              "defense.fingerprint.adaptive_every=12", "defense.fingerprint.min_requests=3",
-             "defense.fingerprint.campaigns.0.queries=300", "defense.fingerprint.campaigns.1.queries=300",
-             "defense.fingerprint.campaigns.2.queries=100")
+             "calibration.campaigns.0.queries=300", "calibration.campaigns.1.queries=300",
+             "calibration.campaigns.2.queries=100")
     world, t, _ = traffic(make_cfg, *small, "attacker=hydra", "attacker.accounts=30", "attacker.queries=600")
     fp = world.stack.defenses[0]
     ids = {a.id for a in world.attacker.owned_accounts()}
