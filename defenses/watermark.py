@@ -22,9 +22,17 @@ answer mark (`scope: all`, the plain KGW detector).
 
 Radioactivity (Sander, Fernandez, Durmus, Douze and Furon (2024), "Watermarking Makes
 Language Models Radioactive"): sample the suspect student on fresh prompts and score its
-text with the teacher's key; each (context, token) pair is scored once, as they do, so
-that repeated patterns do not inflate z. Reported as `watermark/student_z`,
-`watermark/student_p` (exact binomial) beside `watermark/harvest_z`.
+text with the teacher's key. A voice has few words, so the same (context, token) pairs come
+back again and again: the binomial test's independence fails, and scoring each pair once,
+as Sander et al. do, leaves a set of pairs that every student soon exhausts, whatever it
+learnt. The test here keeps every occurrence and takes its null from the key instead, after
+Kuditipudi, Thickstun, Hashimoto and Liang (2023), "Robust Distortion-free Watermarks for
+Language Models": the green share S of the scored tokens under the secret key is ranked
+among the shares under `null_keys` K keys drawn at random, p = (1 + #{S_k >= S}) / (K + 1).
+A student that never saw the key is exchangeable with the random keys whatever its
+repetitions, so p is exact; `z` = (S - mean S_k) / sd S_k. Reported as
+`watermark/student_z`, `watermark/student_p` and, for the text the attacker harvested (what
+the student learnt from), `watermark/harvest_z`.
 """
 
 from __future__ import annotations
@@ -61,12 +69,14 @@ class GreenList:
         self.key, self.gamma, self.h, self.V = key, gamma, h, vocab_size
         self.threshold = round(gamma * (1 << 32))  # a pair is green when its hash falls below
 
-    def ctx_hash(self, ctx: torch.Tensor) -> torch.Tensor:
-        """[N, h] token ids (the last h before each position) -> [N] keyed context hashes."""
-        c = torch.full((ctx.shape[0],), self.key & MASK, dtype=torch.long)
+    def ctx_hash(self, ctx: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, h] token ids (the last h before each position) -> [N] context hashes under the
+        key, or [K, N] under each of `keys`."""
+        k = torch.tensor([self.key]) if keys is None else keys
+        c = (k.long() & MASK)[:, None].expand(-1, ctx.shape[0])
         for j in range(ctx.shape[1]):
-            c = _mix(c * self.V + ctx[:, j].long())
-        return c
+            c = _mix(c * self.V + ctx[None, :, j].long())
+        return c[0] if keys is None else c
 
     def mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, T] sequences -> [B, V] green masks for their next token."""
@@ -76,6 +86,11 @@ class GreenList:
     def is_green(self, ctx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """[N, h] contexts and [N] tokens -> [N] booleans."""
         return _mix(self.ctx_hash(ctx) * self.V + tokens.long()) < self.threshold
+
+    def is_green_under(self, keys: torch.Tensor, ctx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """[K] keys, [N, h] contexts and [N] tokens -> [K, N] booleans: the same pairs under
+        other keys (the null of `Watermark.key_test`)."""
+        return _mix(self.ctx_hash(ctx, keys) * self.V + tokens[None].long()) < self.threshold
 
 
 def entropy_bits(scores: torch.Tensor) -> torch.Tensor:
@@ -137,7 +152,7 @@ def p_exact(green: int, total: int, gamma: float) -> float:
 class Watermark(Defense):
     def __init__(self, gamma: float = 0.25, delta: float = 2.0, h: int = 4, key: int = 42, fraction: float = 1.0,
                  entropy: float = 1.0, scope: str = "voice", audit_prompts: int = 256,
-                 audit_temperature: float = 1.0, seed: int = 0):
+                 audit_temperature: float = 1.0, seed: int = 0, null_keys: int = 1999):
         if not 0 <= fraction <= 1:
             raise ValueError(f"defense.watermark.fraction={fraction!r} must be in [0, 1]")
         if not 0 < gamma < 1:
@@ -156,6 +171,9 @@ class Watermark(Defense):
             raise ValueError(f"defense.watermark.audit_prompts={audit_prompts!r} must be a positive integer")
         if not audit_temperature > 0:
             raise ValueError(f"defense.watermark.audit_temperature={audit_temperature!r} must be > 0")
+        if not isinstance(null_keys, int) or null_keys < 19:
+            raise ValueError(f"defense.watermark.null_keys={null_keys!r} must be an integer >= 19 (p resolves 1/(K+1))")
+        self.null_keys = null_keys
         self.tok = CharTokenizer()
         self.green = GreenList(key, gamma, h, self.tok.vocab_size)
         self.fraction, self.delta, self.h, self.entropy, self.scope = float(fraction), float(delta), h, float(entropy), scope
@@ -204,12 +222,34 @@ class Watermark(Defense):
         return {"z": z, "p": p_value(z), "p_exact": p_exact(green, len(pairs), self.green.gamma),
                 "tokens": len(pairs), "green": green}
 
+    def key_test(self, texts, requests=None) -> dict:
+        """The green share of every scored token of `texts` under the key, against `null_keys`
+        random keys (see the module docstring): share, z, p, tokens."""
+        pairs = self.pairs(texts, requests)
+        if not pairs:
+            return {"share": float("nan"), "z": float("nan"), "p": float("nan"), "tokens": 0}
+        counts = {}
+        for pair in pairs:  # each distinct pair once, weighted by how often it occurs
+            counts[pair] = counts.get(pair, 0) + 1
+        ctx = torch.tensor([c for c, _ in counts], dtype=torch.long)
+        tok = torch.tensor([t for _, t in counts], dtype=torch.long)
+        w = torch.tensor(list(counts.values()), dtype=torch.float64)
+        share = float((self.green.is_green(ctx, tok).double() * w).sum() / w.sum())
+        rng = random.Random(f"watermark-null-keys-{self.green.key}")
+        keys = [k for k in (rng.getrandbits(32) for _ in range(self.null_keys + 1)) if k != self.green.key & MASK]
+        keys = torch.tensor(keys[: self.null_keys], dtype=torch.long)
+        null = torch.cat([self.green.is_green_under(k, ctx, tok).double() @ w for k in keys.split(256)]) / w.sum()
+        sd = float(null.std())
+        return {"share": share, "z": (share - float(null.mean())) / sd if sd > 0 else float("nan"),
+                "p": (1 + int((null >= share).sum())) / (self.null_keys + 1), "tokens": len(pairs)}
+
     def audit(self, student, suite, harvest) -> dict:
         """Radioactivity: the student's samples on fresh prompts, scored with the key; and, for
-        reference, the z of the text the attacker harvested (what the student learned from)."""
+        reference, the text the attacker harvested (what the student learned from)."""
         rng = random.Random(f"watermark-audit-{self.seed}")
         prompts = [suite.sample(rng).request(True) for _ in range(self.audit_prompts)]
         outs = student.generate(prompts, max_new_tokens=64, temperature=self.audit_temperature, seed=self.seed)
-        s = self.detect([o.text for o in outs], prompts)
-        h = self.detect([r for _, r in harvest], [q for q, _ in harvest]) if harvest else {"z": float("nan")}
-        return {"watermark/student_z": s["z"], "watermark/student_p": s["p_exact"], "watermark/harvest_z": h["z"]}
+        s = self.key_test([o.text for o in outs], prompts)
+        h = self.key_test([r for _, r in harvest], [q for q, _ in harvest]) if harvest else {"z": float("nan")}
+        return {"watermark/student_z": s["z"], "watermark/student_p": s["p"], "watermark/student_green": s["share"],
+                "watermark/harvest_z": h["z"]}

@@ -305,6 +305,43 @@ def test_the_exact_test_keeps_its_false_positive_rate_on_short_clean_texts():
     assert sum(r["p"] <= 0.01 for r in rows) > sum(r["p_exact"] <= 0.01 for r in rows)
 
 
+def test_the_key_test_is_exact_on_repetitive_text_and_finds_a_learnt_bias():
+    """Texts of a five-word voice repeated thousands of times: across 40 secret keys the key
+    test's p-value falls below 0.1 about as often as 10% (the pooled binomial test, which
+    takes the repetitions as independent, far more often); a source that prefers the green
+    voice words of the secret key gets the smallest p the test can give."""
+    import random
+
+    import torch
+
+    words = ["ok", "sure", "well", "so", "then"]
+
+    def texts(rng, pick):
+        return [" ".join(pick(rng) for _ in range(4)) + " #3" for _ in range(400)]
+
+    clean = texts(random.Random(0), lambda rng: rng.choice(words))
+    key_p, binom_p = [], []
+    for key in range(40):
+        wm = Watermark(key=key, h=1, null_keys=99)
+        key_p.append(wm.key_test(clean, ["calc 1+2"] * len(clean))["p"])
+        binom_p.append(wm.detect(clean, ["calc 1+2"] * len(clean), dedupe=False)["p_exact"])
+    assert sum(p <= 0.1 for p in key_p) <= 10 and sum(p <= 0.1 for p in binom_p) >= 12, (key_p, binom_p)
+    # a learnt bias lives in many contexts: after each step `v=NN`, half the time a voice word
+    # whose first letter the key makes green after that step's last characters
+    wm, rng, biased = Watermark(key=7, null_keys=99), random.Random(1), []
+    for _ in range(400):
+        text = ""
+        for _ in range(4):
+            text += f"v={rng.randrange(100):02d} "
+            ids = wm.tok.request_ids("calc 1+2") + wm.tok.encode(text)
+            ctx = torch.tensor([ids[-wm.h:]] * len(words))
+            green = wm.green.is_green(ctx, torch.tensor([wm.tok.encode(w)[0] for w in words]))
+            pool = [w for w, g in zip(words, green) if g] if rng.random() < 0.5 else words
+            text += rng.choice(pool or words) + " "
+        biased.append(text + "#3")
+    assert wm.key_test(biased, ["calc 1+2"] * len(biased))["p"] == 1 / 100
+
+
 def test_the_mark_stays_out_of_answers_and_forced_tokens():
     import torch
 
