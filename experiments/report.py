@@ -46,6 +46,8 @@ LABELS = {
     "efficiency/transfer_per_kquery": ("transfer per 1k queries", "↓"),
     "attacker/grading_queries": ("grading queries", ""), "judge/served_agreement": ("judge agreement, attacker", "↓"),
     "judge/user_agreement": ("judge agreement, users", "↑"),
+    "detection/fingerprint/false_positive_rate": ("fingerprint FPR", "↓"),
+    "watermark/student_green": ("student green share", "↑"),
 }
 
 
@@ -144,12 +146,16 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
     keys = [c for c in df.columns if c.startswith("config/") and not c.startswith(SKIP) and not c.endswith(".seed")
             and varies(c)]
 
+    labels = df[choices].astype(str) if choices else None
+
     def explained(key):
+        # under a varying choice's package, and set by the choices together: `defense.fingerprint.campaigns`
+        # is `calibration`'s, read through `defense=fingerprint`
         for c in choices:
             group = c.removeprefix("choice/")
             package = f"config/{PACKAGES.get(group, group)}"
             if (key == package or key.startswith(package + ".")) and \
-                    df.groupby(df[c].map(str))[key].agg(lambda v: v.map(str).nunique()).max() == 1:
+                    df.groupby([labels[k] for k in choices])[key].agg(lambda v: v.map(str).nunique()).max() == 1:
                 return True
         return False
 

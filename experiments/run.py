@@ -20,11 +20,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-GROUPS = ("teacher", "student", "recipe", "attacker", "policy", "counter", "extraction", "users", "defense", "tasks",
-          "scale", "experiment", "logger")
-
-
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# the config groups: every folder of configs/ but Hydra's own (a new group needs no edit here)
+GROUPS = tuple(sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra"))
 
 
 def search_dirs(argv: list[str]) -> list[Path]:

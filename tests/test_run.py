@@ -161,6 +161,20 @@ def test_report_mean_and_95_ci_over_seeds(tmp_path):
     assert n == 5 and m == pytest.approx(0.3) and half == pytest.approx(2.776 * 0.1581 / 5 ** 0.5, rel=1e-3)
 
 
+def test_the_report_groups_by_choices_and_hides_the_values_they_set_together():
+    """`defense.fingerprint.campaigns` comes from `calibration`, read through `defense`: the two
+    choices together set it, so it is no column of its own; `attacker.mix`, which varies within
+    the choices, is."""
+    import pandas as pd
+
+    rows = [{"choice/defense": d, "choice/calibration": c, "config/attacker.mix": m,
+             "config/defense.fingerprint.campaigns": f"[{c}]" if d == "fingerprint" else None}
+            for d in ("fingerprint", "cluster") for c in ("default", "heldout") for m in (0.2, 0.5)]
+    assert report.varying_keys(pd.DataFrame(rows)) == ["choice/defense", "choice/calibration", "config/attacker.mix"]
+    rows[0]["config/defense.fingerprint.campaigns"] = "[other]"  # no longer set by the choices
+    assert "config/defense.fingerprint.campaigns" in report.varying_keys(pd.DataFrame(rows))
+
+
 def test_a_run_with_no_traffic_still_writes_every_metric(make_cfg, tmp_path):
     res = sim.run(make_cfg("attacker.queries=0", "users=none"), tmp_path)
     assert res["attacker/harvested"] == 0 and res["traffic/exchanges"] == 0
