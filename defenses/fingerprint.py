@@ -124,6 +124,9 @@ class Fingerprint(Defense):
             raise ValueError(f"defense.fingerprint.adaptive_every={adaptive_every!r} must be a positive integer or null")
         if not campaigns:
             raise ValueError("defense.fingerprint.campaigns is empty: the calibration needs attack traffic")
+        if getattr(users, "n_users", None) == 0:
+            raise ValueError("defense.fingerprint.users has no users (users=none): its threshold is set on "
+                             "legitimate calibration traffic; keep the users, or drop the fingerprint from the stack")
         holdout_personas = list(holdout_personas)
         for name in holdout_personas:
             if name not in users.personas:

@@ -51,6 +51,8 @@ def test_a_heldout_calibration_never_sees_the_campaigns_or_personas_it_holds_out
     assert all(type(c.policy).__name__ in ("Sweep", "Random") for c in actors[1:])
     with pytest.raises(ValueError, match="holdout_personas: 'nobody' is not a persona"):
         World(make_cfg("defense=fingerprint", "calibration.holdout_personas=[nobody]"))
+    with pytest.raises(ValueError, match=r"fingerprint.users has no users \(users=none\)"):
+        World(make_cfg("defense=fingerprint", "users=none"))
 
 
 def test_adjusted_rand_index_matches_known_values():
