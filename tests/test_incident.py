@@ -53,14 +53,15 @@ def test_without_detection_nothing_is_banned_and_the_whole_budget_is_served(make
     ("defense.fingerprint.target_fpr=0", "target_fpr=0"),
     ("backend.card=/nonexistent.json", "is not a teacher card"),
     ("policy=boundary", r"attacker.policy \(sim.policies.Boundary\) has no columnar form"),
-    ("users=none", "users.n_users=0 must be a positive integer at scale=incident"),
+    ("users=none", r"defense.fingerprint.users has no users \(users=none\)"),  # the stack is built first
+    ("defense=cluster users.n_users=0", "users.n_users=0 must be a positive integer at scale=incident"),
     ("counter=vote", "attacker.counter.vote_k=3, attacker.budget_usd=inf: scale=incident replays neither"),
 ])
 def test_bad_incident_values_stop_before_any_compute(make_cfg, override, message):
     from sim import incident
 
     with pytest.raises(ValueError, match=message):
-        incident.prepare(make_cfg(*SMALL, override, scale="incident"))
+        incident.prepare(make_cfg(*SMALL, *override.split(), scale="incident"))
 
 
 def test_the_replay_draws_the_configured_campaign_and_population(make_cfg):
