@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from defenses.lexicon import LENGTH_BUCKET, OTHER, Lexicon
+from defenses.lexicon import OTHER, Lexicon, bucket
 from sim.tasks import EXPLAIN
 
 FEATURES = ("log_volume", "why_rate", "template_rate", "typo_rate", "cell_entropy", "cell_coverage",
@@ -41,7 +41,7 @@ def request_features(rows: pd.DataFrame, lexicon: Lexicon | None = None) -> pd.D
     p = rows["prompt"]
     lex = lexicon or Lexicon.fit(p)
     parsed = [lex.parse(s) for s in p]
-    cells = [(c, len(" ".join(rest)) // LENGTH_BUCKET) for c, rest, _ in parsed]
+    cells = [(c, bucket(rest)) for c, rest, _ in parsed]
     out = pd.DataFrame({
         "account": rows["account"].to_numpy(),
         "tick": rows["tick"].to_numpy(),

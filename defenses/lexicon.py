@@ -51,6 +51,11 @@ def tokens(prompt: str) -> list[str]:
     return out
 
 
+def bucket(words: list[str], length_bucket: int = LENGTH_BUCKET) -> int:
+    """The length bucket of a question's words from its command word on (`Lexicon.parse`)."""
+    return len(" ".join(words)) // length_bucket
+
+
 def _letters(word: str) -> str:
     return "".join(sorted(word))
 
@@ -107,7 +112,7 @@ class Lexicon:
         """(command, length bucket of the question from its command word on): the difficulty
         proxy, since more operations, rows, slots or hops make longer questions."""
         cmd, rest, _ = self.parse(prompt)
-        return cmd, len(" ".join(rest)) // length_bucket
+        return cmd, bucket(rest, length_bucket)
 
     def wrapped(self, prompt: str) -> bool:
         """Whether a chat word opens or closes the request."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import torch
 from transformers import LogitsProcessor
@@ -228,9 +229,7 @@ class Watermark(Defense):
         pairs = self.pairs(texts, requests)
         if not pairs:
             return {"share": float("nan"), "z": float("nan"), "p": float("nan"), "tokens": 0}
-        counts = {}
-        for pair in pairs:  # each distinct pair once, weighted by how often it occurs
-            counts[pair] = counts.get(pair, 0) + 1
+        counts = Counter(pairs)  # each distinct pair once, weighted by how often it occurs
         ctx = torch.tensor([c for c, _ in counts], dtype=torch.long)
         tok = torch.tensor([t for _, t in counts], dtype=torch.long)
         w = torch.tensor(list(counts.values()), dtype=torch.float64)
