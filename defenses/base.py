@@ -36,6 +36,9 @@ DELAY = "delay: "
 # to slow down (`Exchange.retry`), as an API's rate-limit response tells a client, and a client
 # that does will be served again; any other reason is a refusal of the request itself
 RATE = "rate limit: "
+# a `check` reason with this prefix says the account's allowance for the whole run is spent (as
+# an API's `insufficient_quota` error): neither waiting nor slowing down will get it served again
+QUOTA = "quota: "
 ACTIONS = ("ban", "throttle", "flag")
 
 

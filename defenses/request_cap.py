@@ -1,16 +1,17 @@
 """A per-account request cap: the simplest limit a provider can set, and the one a hydra
 campaign is built to evade (its harvest grows with its account count, not with the cap).
 
-It counts requests that reached the check (refused ones included) over the whole run; a
-real rate limiter (token buckets per account, IP, subnet, payment and cluster) is a
-separate defense; this one exists to measure the evasion in isolation.
+It counts requests that reached the check (refused ones included) over the whole run and
+tells an account past its cap that it is spent (a `QUOTA` refusal: a hydra replaces such an
+account as it replaces a banned one). A real rate limiter (token buckets per account, IP,
+subnet, payment and cluster) is a separate defense; this one measures the evasion alone.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from defenses.base import Defense
+from defenses.base import QUOTA, Defense
 
 
 class RequestCap(Defense):
@@ -23,6 +24,6 @@ class RequestCap(Defense):
     def check(self, request, ctx):
         aid = request.account.id
         if self.used[aid] >= self.per_account:
-            return "request cap"
+            return f"{QUOTA}request cap"
         self.used[aid] += 1
         return None

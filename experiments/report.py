@@ -334,6 +334,44 @@ def pareto(df: pd.DataFrame, path: str | Path, by=None, x: str = "utility/relati
     return True
 
 
+def curves(df: pd.DataFrame, path: str | Path, along: str, metrics: list[str], by: str | None = None,
+           where: dict | None = None) -> bool:
+    """Each metric against the config value `along` (one panel a metric), one line per value of
+    `by`, over the runs `where` selects: the mean at each point with its 95% CI as error bars.
+    Returns False, with a warning naming what is missing, when no curve can be drawn."""
+    import warnings
+
+    df = _select(df, where or {})
+    cols = [resolve_key(df, k) if not df.empty else k for k in (along, *([by] if by else []))]
+    missing = [m for m in (*metrics, *cols) if m not in df.columns or df[m].isna().all()]
+    if df.empty or missing:
+        warnings.warn(f"no plot {Path(path).name}: the runs have no {' and no '.join(missing) or 'point selected'}",
+                      stacklevel=2)
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, line = cols[0], cols[1] if by else None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for i, (key, g) in enumerate(df.groupby(line, sort=True) if line else [(None, df)]):
+            points = sorted((float(v), *ci(gx[m])[:2]) for v, gx in g.groupby(x))
+            ax.errorbar([p[0] for p in points], [p[1] for p in points],
+                        yerr=[0 if math.isnan(p[2]) else p[2] for p in points], capsize=3, marker="o",
+                        color=plt.cm.tab10(i % 10), label=None if key is None else f"{by}={key}")
+        ax.set_xlabel(along)
+        ax.set_ylabel(label(m))
+        if line:
+            ax.legend(fontsize=7)
+    fig.suptitle(_name(where or {}), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The (utility, transfer) points no other point beats on both: higher utility and lower
     transfer. Ordered by falling utility."""
@@ -375,7 +413,9 @@ def atomic_write(path: Path, text: str) -> None:
 
 # -- preset pages ------------------------------------------------------------------------
 # A preset (configs/experiment/NAME.yaml) states its claim, its source and how to check it:
-#   preset: {claim: ..., source: ..., command: ..., check: [CHECK, ...]}
+#   preset: {claim: ..., source: ..., command: ..., check: [CHECK, ...], curve: CURVE}
+# where CURVE (optional) plots metrics along a swept value, beside the table:
+#   {along: KEY, metrics: [M, ...], by: KEY, where: SEL}   one panel a metric, one line per `by` value
 # where a CHECK compares groups of runs, each group a {key: value} selection (`key` a config
 # group choice like `defense`, or a config value like `attacker.queries`):
 #   {metric: M, higher: SEL, than: SEL}       mean M of the first group above the second's
@@ -524,7 +564,7 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     return bool(ok), text + " (means, unpaired)"
 
 
-def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=None) -> str:
+def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=None, curve: str | None = None) -> str:
     """The docs page of a preset, from its YAML's `preset` node and its runs (never by hand)."""
     from omegaconf import OmegaConf
 
@@ -543,6 +583,9 @@ def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=N
              summarise(df, metrics or spec.get("metrics"), by).to_markdown(index=False), ""]
     if png:
         lines += [f"![Pareto plot: transfer against utility]({png})", ""]
+    if curve:
+        c = spec["curve"]
+        lines += [f"![{', '.join(label(m) for m in c['metrics'])} against {c['along']}]({curve})", ""]
     lines += ["**Does the claim hold here?**", ""]
     for held, text in checks:
         lines.append(f"- **{VERDICTS[held]}**: {text}")
@@ -568,9 +611,14 @@ def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
         png = docs / f"{name}.png"
         docs.mkdir(parents=True, exist_ok=True)
         has_png = pareto(g, png, by)
+        # a preset's `curve`: metrics along a swept value (the detection preset's mixing sweep)
+        c = OmegaConf.to_container(OmegaConf.load(spec)).get("preset", {}).get("curve")
+        curve = docs / f"{name}_curve.png"
+        has_curve = bool(c) and curves(g, curve, c["along"], c["metrics"], c.get("by"), c.get("where"))
         page = docs / f"{name}.md"
-        atomic_write(page, preset_page(str(name), g, png.name if has_png else None, metrics, by))
-        written += [page] + ([png] if has_png else [])
+        atomic_write(page, preset_page(str(name), g, png.name if has_png else None, metrics, by,
+                                       curve.name if has_curve else None))
+        written += [page] + ([png] if has_png else []) + ([curve] if has_curve else [])
     return written
 
 

@@ -8,7 +8,10 @@ campaign owns the accounts, paces them, pays for them, reacts to bans and keeps 
   over a few shared proxy subnets, payment fingerprints reused with probability
   `payment_reuse`, each account paced under `pace_per_day` requests, a `mix` fraction of
   legitimate-looking cover requests (drawn from the real users' personas), banned accounts
-  replaced by buying new ones, everything paid from `budget_usd`.
+  and accounts whose quota is spent replaced by buying new ones, everything paid from
+  `budget_usd`. `pacing` sets when each account asks: `even` spreads its `pace_per_day`
+  requests evenly over the day and night; `human` sends them in the sessions of one imitated
+  persona (session lengths, think times, the hours of its region), with that persona's cover.
 - `Router`: an obfuscated reseller: a few accounts carry the traffic of many real clients
   (a population of the same personas as the legitimate users) and the attacker's queries.
 
@@ -29,6 +32,7 @@ from sim.actors import Actor, Ask
 from sim.counter import Counter
 from sim.policies import Policy, Random
 from sim.surface import render
+from sim.users import Persona, poisson
 
 
 class Campaign(Actor):
@@ -54,7 +58,7 @@ class Campaign(Actor):
         self.budget_usd = math.inf if budget_usd is None else float(budget_usd)
         self.accounts: list[Account] = []  # every account it opened
         self.live: list[Account] = []
-        self.banned: set[str] = set()
+        self.retired: set[str] = set()  # accounts it stopped using: banned, or their quota spent
         self.sent = 0  # distillation queries sent
         self.cost_usd = 0.0
         self.broke = False
@@ -108,16 +112,22 @@ class Campaign(Actor):
 
     def lost(self, account: Account, tick: int) -> None:
         """An account was banned: drop it (subclasses may buy a replacement)."""
-        self.banned.add(account.id)
+        self.retired.add(account.id)
         self.live = [a for a in self.live if a.id != account.id]
+
+    def spent(self, account: Account, tick: int) -> None:
+        """An account's quota for the run is spent (a `QUOTA` refusal): a campaign with no other
+        account keeps asking through it (subclasses drop it and may buy a replacement)."""
 
     def backoff(self, account: Account, tick: int) -> None:
         """A request was refused for its rate (throttled, rate-limited): subclasses slow down."""
 
     def receive(self, tick: int, pairs: list) -> None:
         for ask, ex in pairs:
-            if ex.reason == "banned" and ask.account.id not in self.banned:
+            if ex.reason == "banned" and ask.account.id not in self.retired:
                 self.lost(ask.account, tick)
+            elif ex.exhausted and ask.account.id not in self.retired:
+                self.spent(ask.account, tick)
             elif ex.retry:  # told to slow down (HTTP 429), not refused for what it asked
                 self.backoff(ask.account, tick)
             if not ask.attack:
@@ -162,7 +172,7 @@ class Hydra(Campaign):
                  tier: str = "free", budget_usd: float | None = None, accounts: int = 200,
                  pace_per_day: float = 50, proxies: int = 8, ips_per_proxy: int = 4,
                  payment_reuse: float = 0.3, device_reuse: float = 0.5, mix: float = 0.2,
-                 respawn: bool = True, counter: Counter | None = None):
+                 respawn: bool = True, pacing: str = "even", counter: Counter | None = None):
         super().__init__(queries, per_tick, policy, tier, budget_usd, counter)
         for k, v in (("accounts", accounts), ("proxies", proxies), ("ips_per_proxy", ips_per_proxy)):
             if not isinstance(v, int) or v < 1:
@@ -174,10 +184,14 @@ class Hydra(Campaign):
                 raise ValueError(f"attacker.{k}={v!r} must be in [0, 1]")
         if not 0 <= mix < 1:
             raise ValueError(f"attacker.mix={mix!r} must be in [0, 1)")
+        if pacing not in ("even", "human"):
+            raise ValueError(f"attacker.pacing={pacing!r} must be 'even' or 'human'")
         self.n_accounts, self.pace_per_day = accounts, float(pace_per_day)
         self.proxies, self.ips_per_proxy = proxies, ips_per_proxy
         self.payment_reuse, self.device_reuse, self.mix = payment_reuse, device_reuse, mix
-        self.respawn = bool(respawn)
+        self.respawn, self.pacing = bool(respawn), pacing
+        self.habit: dict[str, Persona] = {}  # pacing=human: account id -> the persona it imitates
+        self.skill: dict[str, str] = {}  # pacing=human: account id -> the skill of its last cover request
         self.schedule: list[tuple[int, int, str]] = []  # (next tick, serial, account id) heap
         self.by_id: dict[str, Account] = {}
         self.slow: dict[str, float] = {}  # account id -> pacing interval multiplier after refusals
@@ -189,9 +203,10 @@ class Hydra(Campaign):
     def columnar(self) -> tuple[str, dict]:
         """This campaign as the incident replay draws it (`sim.incident.Campaign`): its own
         parameters and its policy's request surface."""
-        if self.counter.vote_k > 1 or self.budget_usd != math.inf:
-            raise ValueError(f"attacker.counter.vote_k={self.counter.vote_k}, attacker.budget_usd={self.budget_usd}: "
-                             f"scale=incident replays neither voting across accounts nor a spending cap")
+        if self.counter.vote_k > 1 or self.budget_usd != math.inf or self.pacing != "even":
+            raise ValueError(f"attacker.counter.vote_k={self.counter.vote_k}, attacker.budget_usd={self.budget_usd}, "
+                             f"attacker.pacing={self.pacing}: scale=incident replays neither voting across accounts, "
+                             f"a spending cap nor human pacing")
         surface = self.policy.surface()
         if surface is None:
             raise ValueError(f"attacker.policy ({type(self.policy).__module__}.{type(self.policy).__name__}) has no "
@@ -211,6 +226,7 @@ class Hydra(Campaign):
         self.payments: list[str] = []
         self.devices = [network.fingerprint("dev") for _ in range(3)]  # its automation clients
         self.interval = clock.ticks_per_day / self.pace_per_day
+        self.planned = -1  # pacing=human: the last day whose sessions are planned
 
     def _open(self, gateway, tick: int) -> None:
         ip = self.pool[len(self.accounts) % len(self.pool)]
@@ -219,9 +235,30 @@ class Hydra(Campaign):
         self.payments.append(payment)
         device = self.rng.choice(self.devices) if self.rng.random() < self.device_reuse else None
         acc = self.buy(gateway, tick, ip=ip, asn_kind="proxy", payment=payment, device=device)
-        if acc is not None:
-            self.by_id[acc.id] = acc
+        if acc is None:
+            return
+        self.by_id[acc.id] = acc
+        if self.pacing == "even":
             heapq.heappush(self.schedule, (tick + int(self.rng.random() * self.interval), len(self.accounts), acc.id))
+            return
+        personas = self.cover.personas if self.cover is not None else {}
+        names = list(personas)
+        self.habit[acc.id] = (personas[self.rng.choices(names, [personas[n].share for n in names])[0]]
+                              if names else Persona())
+        if self.planned == self.clock.day(tick):  # opened during a planned day: its sessions from now on
+            self._plan(acc.id, tick)
+
+    def _plan(self, aid: str, start: int) -> None:
+        """pacing=human: this account's requests from `start` to the end of its day, in sessions
+        of its persona (as `sim.users` draws a person's), `pace_per_day` a day on average."""
+        c, p = self.clock, self.habit[aid]
+        day, serial = c.day(start), len(self.accounts)
+        for _ in range(poisson(self.rng, self.pace_per_day / self.slow.get(aid, 1.0) / p.session_len)):
+            t = c.draw_tick(self.rng, day, self.by_id[aid].utc_offset)
+            for _ in range(1 + poisson(self.rng, p.session_len - 1)):
+                if t >= start:
+                    heapq.heappush(self.schedule, (t, serial, aid))
+                t += c.ticks(self.rng.expovariate(1 / p.gap_minutes) / 60) if p.gap_minutes else 0
 
     def open_accounts(self, gateway, tick):
         self.gateway = gateway  # respawns happen later, when a ban is noticed
@@ -233,15 +270,22 @@ class Hydra(Campaign):
         if self.can_respawn and not self.done:
             self._open(self.gateway, tick)
 
+    def spent(self, account, tick):
+        self.lost(account, tick)  # as good as banned: retired, and replaced when `respawn`
+
     def backoff(self, account, tick):
         # pace this account at half its rate from now on: stay under the limit it just hit
         self.slow[account.id] = self.slow.get(account.id, 1.0) * 2
 
     def requests(self, tick):
+        if self.pacing == "human" and self.clock.day(tick) > self.planned:
+            self.planned = self.clock.day(tick)
+            for acc in self.live:
+                self._plan(acc.id, tick)
         asks = []
         while self.schedule and self.schedule[0][0] <= tick and len(asks) < self.per_tick and not self.done:
             _, serial, aid = heapq.heappop(self.schedule)
-            if aid in self.banned:
+            if aid in self.retired:
                 continue
             acc = self.by_id[aid]
             if self.rng.random() < self.mix:
@@ -252,15 +296,21 @@ class Hydra(Campaign):
                 heapq.heappush(self.schedule, (tick + 1, serial, aid))
                 break
             asks.append(ask)
-            # the next request of this account, jittered around its pace
-            nxt = tick + max(1, round(self.interval * self.slow.get(aid, 1.0) * self.rng.uniform(0.5, 1.5)))
-            heapq.heappush(self.schedule, (nxt, serial, aid))
+            if self.pacing == "even":  # the next request of this account, jittered around its pace
+                nxt = tick + max(1, round(self.interval * self.slow.get(aid, 1.0) * self.rng.uniform(0.5, 1.5)))
+                heapq.heappush(self.schedule, (nxt, serial, aid))
         return asks
 
     def _cover(self, acc: Account) -> Ask | None:
         if not self.pay(TIERS[acc.tier][1]):
             return None
-        if self.cover is not None and self.cover.personas:
+        if acc.id in self.habit:  # pacing=human: its own persona, keeping to a skill as a person does
+            p = self.habit[acc.id]
+            keep = self.skill.get(acc.id) if self.rng.random() >= p.switch_rate else None
+            problem, explain = p.draw(self.suite, self.rng, keep)
+            self.skill[acc.id] = problem.skill
+            text = render(problem, explain, self.rng, p.typo_rate, p.template_rate)
+        elif self.cover is not None and self.cover.personas:
             persona = self.rng.choice(list(self.cover.personas.values()))
             problem, explain = persona.draw(self.suite, self.rng)
             text = render(problem, explain, self.rng, persona.typo_rate, persona.template_rate)

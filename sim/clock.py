@@ -44,6 +44,15 @@ class Clock:
         shift = round(utc_offset * 60 / self.tick_minutes)
         return self._cycle[(tick + shift) % self.ticks_per_day]
 
+    def draw_tick(self, rng, day: int, utc_offset: int = 0) -> int:
+        """A tick of `day` drawn from the daily cycle of an actor `utc_offset` hours from UTC
+        (rejection sampling): when a person starts a session."""
+        first, peak = day * self.ticks_per_day, max(self._cycle)
+        while True:
+            t = first + rng.randrange(self.ticks_per_day)
+            if rng.random() * peak < self.activity(t, utc_offset):
+                return t
+
     def ticks(self, hours: float) -> int:
         """A duration in ticks (at least one)."""
         return max(1, round(hours * 60 / self.tick_minutes))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from defenses.base import DELAY, RATE, Action, Stack
+from defenses.base import DELAY, QUOTA, RATE, Action, Stack
 from sim.accounts import Account
 from teachers.lm import Completion
 
@@ -36,6 +36,7 @@ class Exchange:
     response: str = ""  # what the caller sees
     reason: str = ""  # why it was blocked ("banned", "throttled", or the refusing defense's reason)
     retry: bool = False  # blocked for asking too fast (throttled, or a `RATE` reason): slowing down helps
+    exhausted: bool = False  # blocked for good: the account's allowance is spent (a `QUOTA` reason)
     completion: Completion | None = None  # what the caller sees, with log-probs if exposed
     raw: Completion | None = None  # what the teacher generated, before shaping (never shown)
 
@@ -152,7 +153,8 @@ class Gateway:
                     self.queue.append(req)
                     continue
                 reason = reason.removeprefix(DELAY) + " (delayed too long)"
-            exchanges.append(Exchange(req, "blocked", reason=reason, retry=reason == "throttled" or reason.startswith(RATE))
+            exchanges.append(Exchange(req, "blocked", reason=reason, retry=reason == "throttled" or reason.startswith(RATE),
+                                      exhausted=reason.startswith(QUOTA))
                              if reason else Exchange(req, "served"))
         todo = [e for e in exchanges if e.status == "served"]
         if todo:

@@ -220,19 +220,13 @@ class Population(Actor):
     def _plan_day(self, day: int) -> None:
         c = self.clock
         first = day * c.ticks_per_day
-        peak = max(c.activity(t) for t in range(c.ticks_per_day))
         for i, u in enumerate(self.users):
             if u.persona.regular:
                 starts = [first + int((h - REGIONS[u.region]) % 24 * 60 / c.tick_minutes) + self.rng.randint(-1, 1)
                           for h in u.hours]
             else:
-                starts = []
-                for _ in range(poisson(self.rng, u.persona.sessions_per_day)):
-                    while True:  # rejection-sample an hour from the region's daily cycle
-                        t = first + self.rng.randrange(c.ticks_per_day)
-                        if self.rng.random() * peak < c.activity(t, REGIONS[u.region]):
-                            break
-                    starts.append(t)
+                starts = [c.draw_tick(self.rng, day, REGIONS[u.region])
+                          for _ in range(poisson(self.rng, u.persona.sessions_per_day))]
             for t in starts:
                 self.agenda[max(first, t)].append(-1 - i)  # negative: a session starts
 

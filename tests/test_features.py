@@ -21,6 +21,27 @@ def test_features_tell_campaign_accounts_from_people(make_cfg):
     assert bad["night_rate"].mean() > good["night_rate"].mean()
 
 
+def test_human_pacing_sends_a_hydra_in_peoples_sessions_and_hours(make_cfg):
+    """pacing=human moves the timing features of the hydra's accounts towards the people's:
+    bursty sessions (gap_cv) at the hours of their region (night_rate)."""
+    over = ("attacker=hydra", "attacker.accounts=30", "attacker.pace_per_day=24", "attacker.mix=0.5",
+            "attacker.queries=600", "sizes.users=100", "clock.days=3", "clock.tick_minutes=30")
+    feats = {}
+    for pacing in ("even", "human"):
+        world, t, _ = traffic(make_cfg, *over, f"attacker.pacing={pacing}")
+        offsets = {a.id: a.utc_offset for a in world.users.owned_accounts() + world.attacker.owned_accounts()}
+        f = account_features(t.log, offsets, world.clock.tick_minutes, min_requests=3)
+        owner = t.log.drop_duplicates("account").set_index("account")["truth/owner"]
+        feats[pacing] = f[owner.reindex(f.index) == "attacker"]
+        people = f[owner.reindex(f.index) == "users"]
+        assert len(feats[pacing]) >= 20 and (t.log["truth/kind"] == "attack").sum() == 600
+    even, human = feats["even"], feats["human"]
+    assert human["gap_cv"].median() > 2 * even["gap_cv"].median()
+    assert human["night_rate"].mean() < even["night_rate"].mean()
+    assert abs(human["night_rate"].mean() - people["night_rate"].mean()) < \
+        abs(even["night_rate"].mean() - people["night_rate"].mean())
+
+
 def test_fingerprint_realised_false_positive_rate_is_near_its_target(make_cfg):
     """Benign-only traffic with another seed: the share of legitimate accounts ever flagged is
     within 2x of the target the threshold was calibrated for."""

@@ -55,7 +55,8 @@ def test_without_detection_nothing_is_banned_and_the_whole_budget_is_served(make
     ("policy=boundary", r"attacker.policy \(sim.policies.Boundary\) has no columnar form"),
     ("users=none", r"defense.fingerprint.users has no users \(users=none\)"),  # the stack is built first
     ("defense=cluster users.n_users=0", "users.n_users=0 must be a positive integer at scale=incident"),
-    ("counter=vote", "attacker.counter.vote_k=3, attacker.budget_usd=inf: scale=incident replays neither"),
+    ("counter=vote", "attacker.counter.vote_k=3, attacker.budget_usd=inf, attacker.pacing=even: scale=incident"),
+    ("attacker.pacing=human", "attacker.pacing=human: scale=incident replays neither"),
 ])
 def test_bad_incident_values_stop_before_any_compute(make_cfg, override, message):
     from sim import incident

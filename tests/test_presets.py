@@ -121,6 +121,19 @@ def test_a_setting_that_comes_with_an_arm_does_not_break_its_pairs():
     assert len(d) == 5 and d.round(6).eq(0.3).all()
 
 
+def test_a_curve_plots_metrics_along_a_swept_value(tmp_path):
+    mix = [0.5, 0.9] * 10
+    df = pd.DataFrame({"config/attacker.mix": mix, "config/attacker.pacing": ["even"] * 10 + ["human"] * 10,
+                       "choice/defense": ["fingerprint"] * 18 + ["cluster"] * 2, "seed": list(range(10)) * 2,
+                       "detection/recall": [1.0 - m / 2 for m in mix]})
+    path = tmp_path / "c.png"
+    assert report.curves(df, path, "attacker.mix", ["detection/recall"], "attacker.pacing", {"defense": "fingerprint"})
+    assert path.stat().st_size > 0
+    with pytest.warns(UserWarning, match="attacker/cost_per_example"):
+        assert not report.curves(df, tmp_path / "d.png", "attacker.mix", ["attacker/cost_per_example"])
+    assert not (tmp_path / "d.png").exists()
+
+
 def test_presets_carry_no_launcher_settings():
     # a preset is a sweep grid: where and how its jobs run (joblib, submitit, slurm, ray) is the user's call
     for name in PRESETS:

@@ -133,11 +133,19 @@ def test_a_per_account_cap_multiplies_hydra_harvest_by_its_accounts(make_cfg):
     cap = ("defense=request_cap", "defense.request_cap.per_account=3", "users=none", "attacker.queries=200",
            "clock.days=4")
     hy_world, hy, _ = traffic(make_cfg, "attacker=hydra", "attacker.accounts=8", "attacker.mix=0",
-                              "attacker.pace_per_day=24", *cap)
+                              "attacker.pace_per_day=24", "attacker.respawn=false", *cap)
     na_world, na, _ = traffic(make_cfg, "attacker=naive", *cap)
     harvested = [len(w.attacker.harvest) for w in (hy_world, na_world)]
     assert harvested[1] == 3
     assert 6 <= harvested[0] / harvested[1] <= 8
+    assert all(e.startswith("quota: ") for e in set(hy.log[hy.log["status"] == "blocked"]["reason"]))
+    # a hydra that replaces an account whose quota is spent, as it replaces a banned one,
+    # harvests on with new accounts, at their price
+    re_world, _, _ = traffic(make_cfg, "attacker=hydra", "attacker.accounts=8", "attacker.mix=0",
+                             "attacker.pace_per_day=24", "attacker.tier=paid", *cap)
+    a = re_world.attacker
+    assert len(a.harvest) > 2 * harvested[0] and len(a.accounts) > 2 * 8
+    assert len(a.harvest) <= 3 * len(a.accounts)
 
 
 class BanFirst(Defense):
@@ -151,7 +159,7 @@ def test_bans_block_and_hydra_buys_replacements(make_cfg):
     world, t, _ = traffic(make_cfg, "attacker=hydra", "attacker.accounts=5", "attacker.tier=paid",
                           "users=none", stack=Stack([BanFirst()]))
     a = world.attacker
-    assert len(a.accounts) > 5 and a.banned  # bans were noticed and replacements bought
+    assert len(a.accounts) > 5 and a.retired  # bans were noticed and replacements bought
     assert a.cost_usd >= 20 * len(a.accounts)
     blocked = t.log[t.log["status"] == "blocked"]
     assert set(blocked["reason"]) == {"banned"}
