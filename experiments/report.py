@@ -435,8 +435,17 @@ def _select(df: pd.DataFrame, sel: dict) -> pd.DataFrame:
         col = f"choice/{k}" if f"choice/{k}" in df.columns else f"config/{k}"
         if col not in df.columns:  # no run has this key: an empty group, the check cannot tell
             return df.iloc[:0]
-        keep &= df[col].astype(str) == str(v)
+        keep &= _equals(df[col], v)
     return df[keep]
+
+
+def _equals(col: pd.Series, v) -> pd.Series:
+    """Which values of a results column are `v`: as text, or as numbers (a column with missing
+    values holds 40 as 40.0)."""
+    same = col.astype(str) == str(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return same
+    return same | (pd.to_numeric(col, errors="coerce") == v)
 
 
 def _name(sel: dict) -> str:

@@ -126,6 +126,8 @@ def test_a_curve_plots_metrics_along_a_swept_value(tmp_path):
     df = pd.DataFrame({"config/attacker.mix": mix, "config/attacker.pacing": ["even"] * 10 + ["human"] * 10,
                        "choice/defense": ["fingerprint"] * 18 + ["cluster"] * 2, "seed": list(range(10)) * 2,
                        "detection/recall": [1.0 - m / 2 for m in mix]})
+    df.loc[18:, "config/attacker.accounts"] = 40  # a column with missing values holds 40.0
+    assert len(report._select(df, {"attacker.accounts": 40})) == 2
     path = tmp_path / "c.png"
     assert report.curves(df, path, "attacker.mix", ["detection/recall"], "attacker.pacing", {"defense": "fingerprint"})
     assert path.stat().st_size > 0
