@@ -342,7 +342,7 @@ def curves(df: pd.DataFrame, path: str | Path, along: str, metrics: list[str], b
     import warnings
 
     df = _select(df, where or {})
-    cols = [resolve_key(df, k) if not df.empty else k for k in (along, *([by] if by else []))]
+    cols = [next((c for c in (k, f"choice/{k}", f"config/{k}") if c in df.columns), k) for k in (along, *([by] if by else []))]
     missing = [m for m in (*metrics, *cols) if m not in df.columns or df[m].isna().all()]
     if df.empty or missing:
         warnings.warn(f"no plot {Path(path).name}: the runs have no {' and no '.join(missing) or 'point selected'}",
@@ -357,7 +357,7 @@ def curves(df: pd.DataFrame, path: str | Path, along: str, metrics: list[str], b
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.8), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         for i, (key, g) in enumerate(df.groupby(line, sort=True) if line else [(None, df)]):
-            points = sorted((float(v), *ci(gx[m])[:2]) for v, gx in g.groupby(x))
+            points = sorted((v, *ci(gx[m])[:2]) for v, gx in g.groupby(x))
             ax.errorbar([p[0] for p in points], [p[1] for p in points],
                         yerr=[0 if math.isnan(p[2]) else p[2] for p in points], capsize=3, marker="o",
                         color=plt.cm.tab10(i % 10), label=None if key is None else f"{by}={key}")
@@ -624,6 +624,8 @@ def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
         c = OmegaConf.to_container(OmegaConf.load(spec)).get("preset", {}).get("curve")
         curve = docs / f"{name}_curve.png"
         has_curve = bool(c) and curves(g, curve, c["along"], c["metrics"], c.get("by"), c.get("where"))
+        if not has_curve:
+            curve.unlink(missing_ok=True)  # a page never shows a curve of other runs
         page = docs / f"{name}.md"
         atomic_write(page, preset_page(str(name), g, png.name if has_png else None, metrics, by,
                                        curve.name if has_curve else None))

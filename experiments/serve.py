@@ -315,6 +315,8 @@ def refusal(server: Server, e) -> APIError:
     if reason == "banned":
         by = next((a.by for _, a in reversed(server.gateway.actions) if a.account == aid and a.kind == "ban"), "")
         return APIError(403, f"this account is banned ({by or 'a defense'})", "permission_denied", by or "banned")
+    if e.exhausted:  # the account's allowance for the run is spent: no wait helps (OpenAI's insufficient_quota)
+        return APIError(429, f"quota exhausted: {reason}", "insufficient_quota", "insufficient_quota")
     ticks = max(1, server.gateway.ctx.throttled.get(aid, server.tick_seen + 1) - server.tick_seen)
     retry = max(1, math.ceil(ticks * server.cfg.serve.tick_seconds))
     return APIError(429, f"rate limited: {reason}", "rate_limit_error", "rate_limit_exceeded",

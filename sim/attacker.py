@@ -195,6 +195,8 @@ class Hydra(Campaign):
         self.schedule: list[tuple[int, int, str]] = []  # (next tick, serial, account id) heap
         self.by_id: dict[str, Account] = {}
         self.slow: dict[str, float] = {}  # account id -> pacing interval multiplier after refusals
+        self.serial: dict[str, int] = {}  # account id -> its order of purchase (ties in the schedule)
+        self.slowed_on: dict[str, int] = {}  # pacing=human: account id -> the day it last slowed down
 
     @property
     def can_respawn(self) -> bool:
@@ -238,6 +240,7 @@ class Hydra(Campaign):
         if acc is None:
             return
         self.by_id[acc.id] = acc
+        self.serial[acc.id] = len(self.accounts)
         if self.pacing == "even":
             heapq.heappush(self.schedule, (tick + int(self.rng.random() * self.interval), len(self.accounts), acc.id))
             return
@@ -252,13 +255,14 @@ class Hydra(Campaign):
         """pacing=human: this account's requests from `start` to the end of its day, in sessions
         of its persona (as `sim.users` draws a person's), `pace_per_day` a day on average."""
         c, p = self.clock, self.habit[aid]
-        day, serial = c.day(start), len(self.accounts)
+        day, serial = c.day(start), self.serial[aid]
         for _ in range(poisson(self.rng, self.pace_per_day / self.slow.get(aid, 1.0) / p.session_len)):
             t = c.draw_tick(self.rng, day, self.by_id[aid].utc_offset)
             for _ in range(1 + poisson(self.rng, p.session_len - 1)):
                 if t >= start:
                     heapq.heappush(self.schedule, (t, serial, aid))
-                t += c.ticks(self.rng.expovariate(1 / p.gap_minutes) / 60) if p.gap_minutes else 0
+                # think time, at least a tick apart, as a person's next request (`sim.users`)
+                t += c.ticks((self.rng.expovariate(1 / p.gap_minutes) if p.gap_minutes else 0.0) / 60)
 
     def open_accounts(self, gateway, tick):
         self.gateway = gateway  # respawns happen later, when a ban is noticed
@@ -274,11 +278,17 @@ class Hydra(Campaign):
         self.lost(account, tick)  # as good as banned: retired, and replaced when `respawn`
 
     def backoff(self, account, tick):
-        # pace this account at half its rate from now on: stay under the limit it just hit
+        # pace this account at half its rate from now on: stay under the limit it just hit (with
+        # pacing=human, once a day: a session's refusals arrive together, and the rate applies
+        # from the next day's plan)
+        if self.pacing == "human":
+            if self.slowed_on.get(account.id) == self.clock.day(tick):
+                return
+            self.slowed_on[account.id] = self.clock.day(tick)
         self.slow[account.id] = self.slow.get(account.id, 1.0) * 2
 
     def requests(self, tick):
-        if self.pacing == "human" and self.clock.day(tick) > self.planned:
+        if self.pacing == "human" and self.clock.day(tick) > self.planned and not self.done:
             self.planned = self.clock.day(tick)
             for acc in self.live:
                 self._plan(acc.id, tick)

@@ -88,7 +88,8 @@ def test_errors_have_openais_shape_and_status(served):
         capped.chat.completions.create(model="m", messages=msg, max_tokens=4)
     with pytest.raises(openai.RateLimitError) as e:
         capped.chat.completions.create(model="m", messages=msg, max_tokens=4)
-    assert int(e.value.response.headers["retry-after"]) >= 1
+    # a spent cap is a quota, not a rate: no Retry-After, as OpenAI's insufficient_quota
+    assert e.value.body["code"] == "insufficient_quota" and "retry-after" not in e.value.response.headers
     raw = httpx.post(f"{url}/chat/completions", content=b"{not json", headers={"Authorization": "Bearer sk-user"})
     assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
     for body in ({"messages": []}, {"messages": [{"role": "user", "content": "calc 1+1"}], "max_tokens": 10**6},

@@ -56,6 +56,9 @@ def main() -> None:
                 r = c.chat.completions.create(model="teacher", messages=[{"role": "user", "content": prompt}])
             except openai.RateLimitError as e:
                 refused += 1
+                if (e.body or {}).get("code") == "insufficient_quota":  # this key is spent: waiting will not help
+                    clients.remove(c)
+                    continue
                 time.sleep(min(5.0, float(e.response.headers.get("retry-after", 1)) / len(clients)))
                 continue
             except openai.PermissionDeniedError:
