@@ -342,7 +342,7 @@ def curves(df: pd.DataFrame, path: str | Path, along: str, metrics: list[str], b
     import warnings
 
     df = _select(df, where or {})
-    cols = [next((c for c in (k, f"choice/{k}", f"config/{k}") if c in df.columns), k) for k in (along, *([by] if by else []))]
+    cols = [_column(df, k) for k in (along, *([by] if by else []))]
     missing = [m for m in (*metrics, *cols) if m not in df.columns or df[m].isna().all()]
     if df.empty or missing:
         warnings.warn(f"no plot {Path(path).name}: the runs have no {' and no '.join(missing) or 'point selected'}",
@@ -633,13 +633,18 @@ def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
     return written
 
 
+def _column(df: pd.DataFrame, key: str) -> str:
+    """The results column of a key as the table shows it (`defense` -> `choice/defense`,
+    `attacker.queries` -> `config/attacker.queries`), or the key itself when no run has it."""
+    return next((c for c in (key, f"choice/{key}", f"config/{key}") if c in df.columns), key)
+
+
 def resolve_key(df: pd.DataFrame, key: str) -> str:
     """A grouping key as the table shows it (`defense`, `attacker.queries`) or as a results
     column (`choice/defense`, `config/attacker.queries`) -> the column; else an error naming
     the nearest."""
-    for col in (key, f"choice/{key}", f"config/{key}"):
-        if col in df.columns:
-            return col
+    if _column(df, key) in df.columns:
+        return _column(df, key)
     shown = sorted({c.removeprefix("choice/").removeprefix("config/") for c in df.columns
                     if c.startswith(("choice/", "config/"))})
     near = difflib.get_close_matches(key, shown, n=1)

@@ -242,7 +242,7 @@ class Hydra(Campaign):
         self.by_id[acc.id] = acc
         self.serial[acc.id] = len(self.accounts)
         if self.pacing == "even":
-            heapq.heappush(self.schedule, (tick + int(self.rng.random() * self.interval), len(self.accounts), acc.id))
+            heapq.heappush(self.schedule, (tick + int(self.rng.random() * self.interval), self.serial[acc.id], acc.id))
             return
         personas = self.cover.personas if self.cover is not None else {}
         names = list(personas)
