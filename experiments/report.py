@@ -1,7 +1,8 @@
 """Result tables from run directories: `python -m experiments.report DIR... [--out FILE.md]`.
 
 Tables come only from `results.json` files (found recursively, so a Hydra multirun directory
-works); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped
+works) and from the run archives `--docs` writes (`docs/data/NAME.jsonl`, one results.json a
+line, so a page's runs outlive their directories and new runs add to them); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped
 by every config value that differs between them, except the seeds (or by `--by KEY...`); each
 cell is the mean ± the half-width of its 95% confidence interval over the group's seeds
 (Student's t with n - 1 degrees of freedom), with n; columns are labelled (`LABELS`) with the
@@ -71,31 +72,43 @@ VERDICTS = {True: "holds", False: "does not hold", None: "inconclusive"}
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
+def _records(d: Path):
+    """(where, text) of each run under `d`: its results.json files, or the lines of an archive."""
+    if d.suffix == ".jsonl":
+        if not d.is_file():
+            raise SystemExit(f"error: {d}: no such run archive")
+        for i, line in enumerate(d.read_text().splitlines(), 1):
+            if line.strip():
+                yield f"{d}:{i}", line
+        return
+    for f in [d] if d.name == "results.json" else sorted(d.rglob("results.json")):
+        yield str(f.parent), f.read_bytes()  # json.loads decodes, so a bad byte is a corrupt record
+
+
 def load(dirs) -> pd.DataFrame:
-    """Every results.json under `dirs`, one row each (`null` metrics as NaN). A file that is
-    not valid JSON is named in a warning and skipped (a resumed sweep reruns its job); two
-    runs of the same config (`config_hash`) count once."""
+    """Every results.json under `dirs` (or line of a `.jsonl` archive), one row each (`null`
+    metrics as NaN). A record that is not valid JSON is named in a warning and skipped (a
+    resumed sweep reruns its job); two runs of the same config (`config_hash`) count once, the
+    first named."""
     import warnings
 
     rows, seen = [], {}
     for d in dirs:
-        d = Path(d)
-        files = [d] if d.name == "results.json" else sorted(d.rglob("results.json"))
-        for f in files:
+        for where, text in _records(Path(d)):
             try:
-                r = json.loads(f.read_text())
+                r = json.loads(text)
                 if not isinstance(r, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as e:
-                warnings.warn(f"{f}: corrupt results.json skipped ({e})", stacklevel=2)
+                warnings.warn(f"{where}: corrupt results.json skipped ({e})", stacklevel=2)
                 continue
             key = r.get("config_hash")
             if key is not None and key in seen:
-                warnings.warn(f"{f}: the same config as {seen[key]} (config_hash {key}); counted once", stacklevel=2)
+                warnings.warn(f"{where}: the same config as {seen[key]} (config_hash {key}); counted once", stacklevel=2)
                 continue
             if key is not None:
-                seen[key] = f
-            r["run_dir"] = str(f.parent)
+                seen[key] = where
+            r["run_dir"] = where
             rows.append(r)
     if not rows:
         raise SystemExit(f"no results.json under {', '.join(map(str, dirs))}")
@@ -586,7 +599,8 @@ def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=N
     lines = [f"# `experiment={name}`", "", f"**Claim.** {spec.get('claim', '(no claim stated)')}", "",
              f"**Source.** {spec.get('source', '–')}", "", "**Command.**", "", "```",
              *(spec.get("command") or [f"python experiments/run.py -m experiment={name}"]),
-             "python -m experiments.report <sweep directories> --docs docs", "```", "",
+             f"python -m experiments.report docs/data/{name}.jsonl <new sweep directories> --docs docs", "```", "",
+             f"(`docs/data/{name}.jsonl` holds these runs' results, one a line.)", "",
              f"**Result** ({len(df)} runs at scale={scales}, commit {commits}, teacher {teachers}; "
              "each cell the mean ± the half-width of its 95% confidence interval over seeds, Student's t):", "",
              summarise(df, metrics or spec.get("metrics"), by).to_markdown(index=False), ""]
@@ -629,8 +643,22 @@ def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
         page = docs / f"{name}.md"
         atomic_write(page, preset_page(str(name), g, png.name if has_png else None, metrics, by,
                                        curve.name if has_curve else None))
-        written += [page] + ([png] if has_png else []) + ([curve] if has_curve else [])
+        # the page's runs, kept beside it: a later sweep adds to them without rerunning these
+        archive = docs / "data" / f"{name}.jsonl"
+        archive.parent.mkdir(exist_ok=True)
+        atomic_write(archive, archive_lines(g))
+        written += [page, archive] + ([png] if has_png else []) + ([curve] if has_curve else [])
     return written
+
+
+def archive_lines(df: pd.DataFrame) -> str:
+    """One results.json a line, as `load` reads it back (a value a run lacks, or recorded as null, is null)."""
+    def plain(v):
+        v = v.item() if hasattr(v, "item") else v
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return "".join(json.dumps({k: plain(v) for k, v in row.items()}, sort_keys=True) + "\n"
+                   for _, row in df.drop(columns="run_dir").iterrows())
 
 
 def _column(df: pd.DataFrame, key: str) -> str:

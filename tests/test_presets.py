@@ -37,6 +37,11 @@ def test_preset_runs_at_tiny_scale_and_its_page_is_generated(name, make_cfg, tmp
     spec = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS / f"{name}.yaml"))["preset"]
     assert spec["claim"].split()[0] in page and "Does the claim hold here?" in page and pages[0].name == f"{name}.md"
     assert page.count("\n- **") == len(spec["check"])  # one verdict line per check
+    # the page's runs are archived beside it, and the archive alone gives the same page back
+    archive = tmp_path / "docs" / "data" / f"{name}.jsonl"
+    assert archive in pages and len(archive.read_text().splitlines()) == 1
+    report.write_docs([archive], tmp_path / "again")
+    assert (tmp_path / "again" / f"{name}.md").read_text() == page
 
 
 def test_paired_verdicts_hold_do_not_hold_or_are_inconclusive():
