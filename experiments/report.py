@@ -1,12 +1,13 @@
 """Result tables from run directories: `python -m experiments.report DIR... [--out FILE.md]`.
 
 Tables come only from `results.json` files (found recursively, so a Hydra multirun directory
-works) and from the run archives `--docs` writes (`docs/data/NAME.jsonl`, one results.json a
-line, so a page's runs outlive their directories and new runs add to them); jobs that recorded an `error.json` instead are listed under the table. Runs are grouped
-by every config value that differs between them, except the seeds (or by `--by KEY...`); each
-cell is the mean ± the half-width of its 95% confidence interval over the group's seeds
-(Student's t with n - 1 degrees of freedom), with n; columns are labelled (`LABELS`) with the
-direction the defender wants (↓ lower, ↑ higher; none: context).
+works) and from the run archives `--docs` writes (`docs/data/NAME.jsonl`, one results.json
+a line, so a page's runs outlive their directories and new runs add to them); jobs that
+recorded an `error.json` instead are listed under the table. Runs are grouped by every config
+value that differs between them, except the seeds (or by `--by KEY...`); each cell is the
+mean ± the half-width of its 95% confidence interval over the group's seeds (Student's t with
+n - 1 degrees of freedom), with n; columns are labelled (`LABELS`) with the direction the
+defender wants (↓ lower, ↑ higher; none: context).
 
 A preset's checks are paired tests: two groups are matched run by run on their seed streams
 (`seeds/*`: arms that share every stream but the one they vary), and a claim **holds** when the
@@ -73,50 +74,63 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _records(d: Path):
-    """(where, text) of each run under `d`: its results.json files, or the lines of an archive."""
+    """(where, text, archived) of each run under `d`: its results.json files, or the lines of
+    an archive. An archive is the only copy of its runs, so one it cannot read stops the report."""
     if d.suffix == ".jsonl":
-        if not d.is_file():
-            raise SystemExit(f"error: {d}: no such run archive")
-        for i, line in enumerate(d.read_text().splitlines(), 1):
+        try:
+            text = d.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"error: run archive {d}: {e}") from None
+        for i, line in enumerate(text.split("\n"), 1):
             if line.strip():
-                yield f"{d}:{i}", line
+                yield f"{d}:{i}", line, True
         return
     for f in [d] if d.name == "results.json" else sorted(d.rglob("results.json")):
-        yield str(f.parent), f.read_bytes()  # json.loads decodes, so a bad byte is a corrupt record
+        yield str(f.parent), f.read_bytes(), False  # json.loads decodes, so a bad byte is a corrupt record
 
 
 def load(dirs) -> pd.DataFrame:
-    """Every results.json under `dirs` (or line of a `.jsonl` archive), one row each (`null`
-    metrics as NaN). A record that is not valid JSON is named in a warning and skipped (a
-    resumed sweep reruns its job); two runs of the same config (`config_hash`) count once, the
-    first named."""
+    """Every results.json under `dirs` (or line of a `.jsonl` archive), one row each (a metric
+    that is null, or a key a run lacks, as NaN). A results.json that is not valid JSON is named
+    in a warning and skipped (a resumed sweep reruns its job); an archive line that is not stops
+    the report. Two runs of the same config (`config_hash`) count once: the first named, except
+    that a run directory replaces an archived run (a rerun after a fix is the one to keep)."""
     import warnings
 
-    rows, seen = [], {}
+    rows, seen = [], {}  # seen: config_hash -> (index in rows, where, archived)
     for d in dirs:
-        for where, text in _records(Path(d)):
+        for where, text, archived in _records(Path(d)):
             try:
                 r = json.loads(text)
                 if not isinstance(r, dict):
                     raise ValueError("not a JSON object")
-            except (ValueError, UnicodeDecodeError) as e:
+            except ValueError as e:  # UnicodeDecodeError is a ValueError
+                if archived:
+                    raise SystemExit(f"error: {where}: not a run's results ({e})") from None
                 warnings.warn(f"{where}: corrupt results.json skipped ({e})", stacklevel=2)
                 continue
+            record = json.dumps(r, sort_keys=True)  # what an archive keeps of the run
+            r["run_dir"], r["run_record"] = where, record
             key = r.get("config_hash")
             if key is not None and key in seen:
-                warnings.warn(f"{where}: the same config as {seen[key]} (config_hash {key}); counted once", stacklevel=2)
+                i, first, first_archived = seen[key]
+                if first_archived and not archived:
+                    warnings.warn(f"{where} replaces the archived run {first} (config_hash {key})", stacklevel=2)
+                    rows[i], seen[key] = r, (i, where, False)
+                else:
+                    warnings.warn(f"{where}: the same config as {first} (config_hash {key}); counted once", stacklevel=2)
                 continue
             if key is not None:
-                seen[key] = where
-            r["run_dir"] = where
+                seen[key] = (len(rows), where, archived)
             rows.append(r)
     if not rows:
         raise SystemExit(f"no results.json under {', '.join(map(str, dirs))}")
     df = pd.DataFrame(rows)
-    for c in df.columns[df.dtypes == object]:  # a metric null in some runs (or all) is a number column
+    for c in df.columns[df.dtypes == object]:
+        df[c] = df[c].where(df[c].notna(), math.nan)  # null and absent alike, whichever way the runs came
         values = df[c].dropna()
         if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
-            df[c] = pd.to_numeric(df[c].astype(float))
+            df[c] = pd.to_numeric(df[c].astype(float))  # a metric null in some runs (or all) is a number column
     return df
 
 
@@ -419,9 +433,14 @@ def atomic_write(path: Path, text: str) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a page from the rest of a shared group
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # -- preset pages ------------------------------------------------------------------------
@@ -640,25 +659,20 @@ def write_docs(dirs, docs: str | Path, metrics=None, by=None) -> list[Path]:
         has_curve = bool(c) and curves(g, curve, c["along"], c["metrics"], c.get("by"), c.get("where"))
         if not has_curve:
             curve.unlink(missing_ok=True)  # a page never shows a curve of other runs
+        # the page's runs, kept beside it (first, so a page never outlives its runs): a later
+        # sweep adds to them without rerunning these
+        archive = docs / "data" / f"{name}.jsonl"
+        atomic_write(archive, archive_lines(g))
         page = docs / f"{name}.md"
         atomic_write(page, preset_page(str(name), g, png.name if has_png else None, metrics, by,
                                        curve.name if has_curve else None))
-        # the page's runs, kept beside it: a later sweep adds to them without rerunning these
-        archive = docs / "data" / f"{name}.jsonl"
-        archive.parent.mkdir(exist_ok=True)
-        atomic_write(archive, archive_lines(g))
         written += [page, archive] + ([png] if has_png else []) + ([curve] if has_curve else [])
     return written
 
 
 def archive_lines(df: pd.DataFrame) -> str:
-    """One results.json a line, as `load` reads it back (a value a run lacks, or recorded as null, is null)."""
-    def plain(v):
-        v = v.item() if hasattr(v, "item") else v
-        return None if isinstance(v, float) and math.isnan(v) else v
-
-    return "".join(json.dumps({k: plain(v) for k, v in row.items()}, sort_keys=True) + "\n"
-                   for _, row in df.drop(columns="run_dir").iterrows())
+    """The runs' results.json, one a line, as `load` read them."""
+    return "".join(r + "\n" for r in df["run_record"])
 
 
 def _column(df: pd.DataFrame, key: str) -> str:
@@ -682,11 +696,11 @@ def resolve_key(df: pd.DataFrame, key: str) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dirs", nargs="+", help="run directories or multirun directories")
+    ap.add_argument("dirs", nargs="+", help="run directories, multirun directories or run archives (docs/data/NAME.jsonl)")
     ap.add_argument("--by", nargs="*", default=None, help="config keys to group by (default: those that vary)")
     ap.add_argument("--metrics", nargs="*", default=None)
     ap.add_argument("--out", default=None, help="also write FILE.md, FILE.tex, FILE.csv and the Pareto plot FILE.png")
-    ap.add_argument("--docs", default=None, help="write each preset's page DOCS/NAME.md (and NAME.png) from the runs")
+    ap.add_argument("--docs", default=None, help="write each preset's page DOCS/NAME.md (and NAME.png) from the runs, and their archive DOCS/data/NAME.jsonl")
     args = ap.parse_args(argv)
     import warnings
 

@@ -148,3 +148,32 @@ def test_presets_carry_no_launcher_settings():
         spec = OmegaConf.load(EXPERIMENTS / f"{name}.yaml")
         assert "/hydra/launcher" not in text and OmegaConf.select(spec, "hydra.launcher") is None, name
         assert "threads" not in spec, name
+
+
+def test_a_run_archive_reloads_as_its_runs_and_a_rerun_replaces_an_archived_run(tmp_path):
+    import json
+
+    runs = {"a": {"config_hash": "h1", "config/x": "on", "seeds/world": 0, "transfer/net": 0.5, "choice/experiment": "p"},
+            "b": {"config_hash": "h2", "seeds/world": 1, "transfer/net": None, "choice/experiment": "p"}}  # lacks x
+    for name, r in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    df = report.load([tmp_path / "a", tmp_path / "b"])
+    archive = tmp_path / "p.jsonl"
+    archive.write_text(report.archive_lines(df))
+    again = report.load([archive])
+    cols = [c for c in df.columns if c not in ("run_dir", "run_record")]
+    pd.testing.assert_frame_equal(again[cols], df[cols])
+    assert again["config/x"].isna().tolist() == [False, True] and again["transfer/net"].isna().tolist() == [False, True]
+    # the same config rerun after a fix: the directory's run is kept, whichever is named first
+    (tmp_path / "rerun").mkdir()
+    (tmp_path / "rerun" / "results.json").write_text(json.dumps({**runs["a"], "transfer/net": 0.25}))
+    with pytest.warns(UserWarning, match="replaces the archived run"):
+        merged = report.load([archive, tmp_path / "rerun"])
+    assert sorted(merged["transfer/net"].dropna()) == [0.25] and len(merged) == 2
+    # an archive is the only copy of its runs: a line it cannot read stops the report, naming it
+    archive.write_text(archive.read_text() + "{not json\n")
+    with pytest.raises(SystemExit, match="p.jsonl:3"):
+        report.load([archive])
+    with pytest.raises(SystemExit, match="missing.jsonl"):
+        report.load([tmp_path / "missing.jsonl"])
