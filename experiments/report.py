@@ -180,8 +180,10 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
         # is `calibration`'s, read through `defense=fingerprint`
         for c in choices:
             group = c.removeprefix("choice/")
-            package = f"config/{PACKAGES.get(group, group)}"
-            if (key == package or key.startswith(package + ".")) and \
+            package = PACKAGES.get(group, group)
+            # or under a copy of that package inside another component (the judge policy's working
+            # student carries `student.recipe` as `attacker.policy.student.recipe`)
+            if f".{key.removeprefix('config/')}.".find(f".{package}.") >= 0 and \
                     df.groupby([labels[k] for k in choices])[key].agg(lambda v: v.map(str).nunique()).max() == 1:
                 return True
         return False

@@ -173,6 +173,11 @@ def test_the_report_groups_by_choices_and_hides_the_values_they_set_together():
     assert report.varying_keys(pd.DataFrame(rows)) == ["choice/defense", "choice/calibration", "config/attacker.mix"]
     rows[0]["config/defense.fingerprint.campaigns"] = "[other]"  # no longer set by the choices
     assert "config/defense.fingerprint.campaigns" in report.varying_keys(pd.DataFrame(rows))
+    # a copy of a group's config inside another component (the judge policy's working student's
+    # recipe) is the choice's too
+    rows = [{"choice/recipe": r, "config/student.recipe.beta": b, "config/attacker.policy.student.recipe.beta": b,
+             "config/attacker.queries": q} for r, b in (("best_of_k", None), ("reward", 0.05)) for q in (1000, 4000)]
+    assert report.varying_keys(pd.DataFrame(rows)) == ["choice/recipe", "config/attacker.queries"]
 
 
 def test_a_run_with_no_traffic_still_writes_every_metric(make_cfg, tmp_path):
