@@ -86,7 +86,7 @@ def _records(d: Path):
                 yield f"{d}:{i}", line, True
         return
     for f in [d] if d.name == "results.json" else sorted(d.rglob("results.json")):
-        yield str(f.parent), f.read_bytes(), False  # json.loads decodes, so a bad byte is a corrupt record
+        yield str(f), f.read_bytes(), False  # json.loads decodes, so a bad byte is a corrupt record
 
 
 def load(dirs) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def load(dirs) -> pd.DataFrame:
                 warnings.warn(f"{where}: corrupt results.json skipped ({e})", stacklevel=2)
                 continue
             record = json.dumps(r, sort_keys=True)  # what an archive keeps of the run
-            r["run_dir"], r["run_record"] = where, record
+            r["run_dir"], r["run_record"] = where if archived else str(Path(where).parent), record
             key = r.get("config_hash")
             if key is not None and key in seen:
                 i, first, first_archived = seen[key]
