@@ -183,7 +183,7 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
             package = PACKAGES.get(group, group)
             # or under a copy of that package inside another component (the judge policy's working
             # student carries `student.recipe` as `attacker.policy.student.recipe`)
-            if f".{key.removeprefix('config/')}.".find(f".{package}.") >= 0 and \
+            if f".{package}." in f".{key.removeprefix('config/')}." and \
                     df.groupby([labels[k] for k in choices])[key].agg(lambda v: v.map(str).nunique()).max() == 1:
                 return True
         return False
