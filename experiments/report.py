@@ -58,6 +58,8 @@ def label(metric: str) -> str:
     `transfer: <skill> ↓`; a metric the table does not know keeps its key)."""
     if metric.startswith("transfer/") and metric not in LABELS:
         return f"transfer: {metric.removeprefix('transfer/')} ↓"
+    if metric.startswith("utility/lost/"):
+        return f"people lost: {metric.removeprefix('utility/lost/').replace('_', ' ')} ↓"
     name, arrow = LABELS.get(metric, (metric, ""))
     return f"{name} {arrow}".strip()
 
@@ -131,6 +133,12 @@ def load(dirs) -> pd.DataFrame:
         values = df[c].dropna()
         if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
             df[c] = pd.to_numeric(df[c].astype(float))  # a metric null in some runs (or all) is a number column
+    if "utility/lost/total" in df:
+        # a run writes only the causes it met: one that lost people nothing is 0 there, not missing
+        # (a run without the total predates the breakdown and stays NaN)
+        has = df["utility/lost/total"].notna()
+        for c in df.columns[df.columns.str.startswith("utility/lost/")]:
+            df.loc[has, c] = df.loc[has, c].fillna(0.0)
     return df
 
 

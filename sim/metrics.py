@@ -175,6 +175,13 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     - `utility/relative`: legitimate requests served well under the defenses / served well by
       the undefended teacher (blocked, throttled, poisoned, wrong and a hidden requested
       rationale all count as not served).
+    - `utility/lost/<cause>`: of the legitimate requests the undefended teacher would have
+      served well, the share lost to one cause: the refusal's reason (`identity_verification_pending`,
+      `no_such_account`, `banned`, `rate_limit_...`), `altered` (served with another final
+      answer: poisoning, perturbation) or `shaped` (the same answer, not served well: a hidden
+      rationale). `utility/lost/total` sums them; a cause a run never met lost it nothing
+      (the report reads its absence as 0). 1 - `utility/relative` is `total` less the requests
+      the defended service happened to serve better than the clean one.
     - `utility/false_ban_rate`: legitimate accounts banned / legitimate accounts.
     - `detection/precision`, `detection/recall`: of the accounts a detector acted on (banned,
       or flagged for shaping and poisoning: `flags`), the attacker's; of the attacker's
@@ -214,6 +221,7 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
                     for name, acted in sorted(by.items())}
     return {
         "utility/relative": ratio(float(legit["truth/ok"].sum()), float(legit["truth/clean_ok"].sum())),
+        **utility_lost(legit),
         "utility/false_ban_rate": ratio(len(banned & legit_ids), len(legit_ids)),
         "utility/legit_requests": len(legit),
         "detection/precision": ratio(len(detected & attacker_ids), len(detected)),
@@ -229,6 +237,22 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
         "traffic/blocked": int((log["status"] != "served").sum()),
         "traffic/cover": int((log["truth/kind"] == "cover").sum()),
     }
+
+
+def utility_lost(legit) -> dict[str, float]:
+    """`utility/lost/*` of `world_metrics`, from the legitimate rows of the log."""
+    import re
+
+    well = legit["truth/clean_ok"].astype(bool)
+    lost = legit[well & ~legit["truth/ok"].astype(bool)]
+    # the refusal says which layer stopped the request; a served one was changed or shaped
+    cause = [re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") if status != "served"
+             else "altered" if altered else "shaped"
+             for status, reason, altered in zip(lost["status"], lost["reason"], lost["truth/altered"])]
+    total = int(well.sum())
+    counts = {c: cause.count(c) for c in sorted(set(cause))}
+    return {"utility/lost/total": ratio(len(lost), total),
+            **{f"utility/lost/{c}": ratio(n, total) for c, n in counts.items()}}
 
 
 def cluster_purity(accounts, truth, found, banned: set) -> float:

@@ -452,3 +452,16 @@ def test_the_pareto_plot_colours_and_marks_two_groupings_and_warns_when_it_canno
     with pytest.warns(UserWarning, match="no utility/relative"):
         assert not report.pareto(df.drop(columns=["utility/relative"]), tmp_path / "q.png")
     assert not (tmp_path / "q.png").exists()
+
+
+def test_a_cause_a_run_never_met_reads_as_no_loss_but_a_run_before_the_breakdown_stays_missing(tmp_path):
+    runs = [{"utility/lost/total": 0.2, "utility/lost/banned": 0.2},
+            {"utility/lost/total": 0.1, "utility/lost/throttled": 0.1},
+            {"utility/relative": 0.9}]  # written before `utility/lost/*` existed
+    for i, r in enumerate(runs):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps({**r, "seed": i, "config/seed": i}))
+    df = report.load([tmp_path]).sort_values("seed")
+    assert df["utility/lost/banned"].tolist()[:2] == [0.2, 0.0] and df["utility/lost/throttled"].tolist()[:2] == [0.0, 0.1]
+    assert df[["utility/lost/total", "utility/lost/banned"]].iloc[2].isna().all()
+    assert report.label("utility/lost/no_such_account") == "people lost: no such account ↓"

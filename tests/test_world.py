@@ -188,9 +188,14 @@ def test_utility_counts_only_well_served_legitimate_requests(make_cfg):
     _, clean, _ = traffic(make_cfg, "sizes.users=60")
     m = world_metrics(clean.log, set(), set(), {})
     assert m["utility/relative"] == 1.0 and m["utility/legit_requests"] > 20
+    assert [k for k in m if k.startswith("utility/lost/")] == ["utility/lost/total"] and m["utility/lost/total"] == 0
     _, half, _ = traffic(make_cfg, "sizes.users=60", stack=Stack([BlockUsers()]))
     m = world_metrics(half.log, set(), set(), {})
     assert 0 < m["utility/relative"] < 1
+    # what people lost is named by the layer's refusal, and here it is all they lost
+    lost = {k: v for k, v in m.items() if k.startswith("utility/lost/")}
+    assert set(lost) == {"utility/lost/total", "utility/lost/no"}
+    assert lost["utility/lost/no"] == lost["utility/lost/total"] == pytest.approx(1 - m["utility/relative"])
     # false positives: legitimate accounts acted on, of those that sent anything, per detector too
     people = sorted(set(clean.log[clean.log["truth/kind"] == "user"]["account"]))
     acts = [(3, Action("flag", people[0], by="fp")), (5, Action("ban", people[1], by="cl")),
