@@ -105,15 +105,26 @@ class Population(Actor):
     `nats`: groups of accounts behind one shared address, e.g. `{name: university, share:
     0.15, tier: education, asn_kind: residential, persona: student}`: that share of the
     population (optionally all of one persona) sits behind one IP.
+
+    `tenure_days`: each account was opened at a uniformly random time in the `tenure_days`
+    before the run starts (0: everyone signs up as it starts). It matters to the friction an
+    identity check puts on new accounts: with 0, every person of a tier verified for a day
+    waits that day inside the run; a real service's people mostly joined long before. Drawn
+    from a stream of its own, so arms that differ only here have the same people with the same
+    plans (what they ask next still depends on what was refused). The incident replay has no
+    identity layer, and no use for it.
     """
 
     name = "users"
     legit = True
 
     def __init__(self, n_users: int = 100, personas: Mapping[str, Mapping] | None = None,
-                 nats: Sequence[Mapping] = ()):
+                 nats: Sequence[Mapping] = (), tenure_days: float = 0.0):
         if not isinstance(n_users, int) or n_users < 0:
             raise ValueError(f"users.n_users={n_users!r} must be a non-negative integer")
+        if not (isinstance(tenure_days, (int, float)) and 0 <= tenure_days < math.inf):
+            raise ValueError(f"users.tenure_days={tenure_days!r} must be a finite number >= 0")
+        self.tenure_days = float(tenure_days)
         personas = personas or {"user": {}}
         self.persona_specs = {k: dict(v) for k, v in personas.items()}
         self.personas = {}
@@ -149,7 +160,7 @@ class Population(Actor):
 
     def spawn(self, n_users: int, name: str) -> "Population":
         """Another population with the same personas (a router's clients), without NATs."""
-        other = Population(n_users, self.persona_specs)
+        other = Population(n_users, self.persona_specs, tenure_days=self.tenure_days)
         other.name = name
         return other
 
@@ -157,10 +168,12 @@ class Population(Actor):
         """The same population without these personas (the others fill their share), and
         without the NATs that hold only them: a detector's calibration that never saw them."""
         keep = {k: v for k, v in self.persona_specs.items() if k not in set(personas)}
-        return Population(self.n_users, keep, [n for n in self.nats if n.get("persona") not in set(personas)])
+        return Population(self.n_users, keep, [n for n in self.nats if n.get("persona") not in set(personas)],
+                          self.tenure_days)
 
     def bind(self, suite, clock, network, seed, users=None) -> None:
         super().bind(suite, clock, network, seed)
+        self.tenure_rng = random.Random(f"{self.name}-tenure-{seed}")
         for name, p in self.personas.items():
             p.check(f"users.personas.{name}", suite)
         names = list(self.personas)
@@ -190,12 +203,14 @@ class Population(Actor):
             subnet = self.network.subnet(kind)
             shared.append(dict(subnet=subnet, ip=self.network.ip(subnet), asn_kind=kind))
         regions = [self.rng.choice(list(REGIONS)) for _ in self.nats]
+        span = round(self.tenure_days * self.clock.ticks_per_day)
         for u, g in zip(self.users, self.nat_of):
+            opened = tick - self.tenure_rng.randint(0, span) if span else tick
             if g < 0:
-                self._open(gateway, u, tick, u.persona.tier)
+                self._open(gateway, u, opened, u.persona.tier)
             else:
                 u.region = regions[g]  # one campus, one time zone
-                self._open(gateway, u, tick, self.nats[g].get("tier", u.persona.tier), **shared[g])
+                self._open(gateway, u, opened, self.nats[g].get("tier", u.persona.tier), **shared[g])
 
     def _open(self, gateway, u: _User, tick: int, tier: str, **infra) -> None:
         acc = self.network.account(tier, tick, region=u.region, **infra)

@@ -59,6 +59,7 @@ def test_same_config_and_seed_give_byte_identical_results(make_cfg, tmp_path):
         ("teacher.n_embd=31", "teacher.n_embd=31"),
         ("student.steps=0", "student.steps=0"),
         ("seed=-1", "seed=-1"),
+        ("users.tenure_days=-1", "users.tenure_days=-1"),
     ],
 )
 def test_bad_values_stop_before_any_compute(make_cfg, override, message):

@@ -257,3 +257,17 @@ def test_every_campaign_and_policy_runs_end_to_end(make_cfg, tmp_path, choice):
                 "detection/recall", "detection/ticks_to_first_ban", "detection/leaked_before_ban"):
         assert key in res, key
     assert res["attacker/queries"] == 48 and res["attacker/harvested"] == 48
+
+
+def test_people_who_joined_before_the_run_are_past_the_identity_wait(make_cfg):
+    from sim.metrics import world_metrics
+
+    args = ("sizes.users=60", "defense=identity", "clock.days=1")
+    runs = {d: traffic(make_cfg, *args, f"users.tenure_days={d}")[1] for d in (0, 30)}
+    people = {d: t.log[t.log["truth/kind"] == "user"] for d, t in runs.items()}
+    # the same people open with the same questions (what they ask next depends on what was refused)
+    first = {d: p[p["tick"] == p["tick"].min()]["prompt"].tolist() for d, p in people.items()}
+    assert first[0] == first[30] and len(first[0]) > 0
+    wait = {d: world_metrics(t.log, set(), set(), {}).get("utility/lost/identity_verification_pending", 0.0)
+            for d, t in runs.items()}
+    assert wait[0] > 0.1 and wait[30] < wait[0] / 3
