@@ -196,7 +196,14 @@ def varying_keys(df: pd.DataFrame) -> list[str]:
                 return True
         return False
 
-    return choices + [k for k in keys if not explained(k)]
+    def copied(key):
+        # a component's copy of another varying value, equal wherever it is set: the fingerprint's
+        # calibration population interpolates `users.tenure_days` as `defense.fingerprint.users.tenure_days`
+        k = key.removeprefix("config/")
+        return any(o != key and k.endswith("." + o.removeprefix("config/"))
+                   and (df[key].isna() | (df[key] == df[o]) | (df[key].map(str) == df[o].map(str))).all() for o in keys)
+
+    return choices + [k for k in keys if not explained(k) and not copied(k)]
 
 
 def ci(values) -> tuple[float, float, int]:

@@ -178,8 +178,8 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
     - `utility/lost/<cause>`: of the legitimate requests the undefended teacher would have
       served well, the share lost to one cause: the refusal's reason (`identity_verification_pending`,
       `no_such_account`, `banned`, `rate_limit_...`), `altered` (served with another final
-      answer: poisoning, perturbation) or `shaped` (the same answer, not served well: a hidden
-      rationale). `utility/lost/total` sums them; a cause a run never met lost it nothing
+      answer: poisoning, perturbation, a logits processor) or `shaped` (a right answer, not
+      served well: a hidden rationale). `utility/lost/total` sums them; a cause a run never met lost it nothing
       (the report reads its absence as 0). 1 - `utility/relative` is `total` less the requests
       the defended service happened to serve better than the clean one.
     - `utility/false_ban_rate`: legitimate accounts banned / legitimate accounts.
@@ -245,10 +245,14 @@ def utility_lost(legit) -> dict[str, float]:
 
     well = legit["truth/clean_ok"].astype(bool)
     lost = legit[well & ~legit["truth/ok"].astype(bool)]
-    # the refusal says which layer stopped the request; a served one was changed or shaped
-    cause = [re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") if status != "served"
-             else "altered" if altered else "shaped"
-             for status, reason, altered in zip(lost["status"], lost["reason"], lost["truth/altered"])]
+    def refused(reason: str) -> str:  # which layer stopped it, as its refusal says
+        slug = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_")
+        return f"refused_{slug}" if slug in ("total", "altered", "shaped") else slug
+
+    # a served request the clean teacher got right: a wrong answer now was changed (poisoning, or a
+    # logits processor, whose effect `truth/altered` cannot see), a right one lost its reasoning
+    cause = [refused(reason) if status != "served" else "shaped" if correct else "altered"
+             for status, reason, correct in zip(lost["status"], lost["reason"], lost["truth/correct"])]
     total = int(well.sum())
     counts = {c: cause.count(c) for c in sorted(set(cause))}
     return {"utility/lost/total": ratio(len(lost), total),

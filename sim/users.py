@@ -122,7 +122,7 @@ class Population(Actor):
                  nats: Sequence[Mapping] = (), tenure_days: float = 0.0):
         if not isinstance(n_users, int) or n_users < 0:
             raise ValueError(f"users.n_users={n_users!r} must be a non-negative integer")
-        if not (isinstance(tenure_days, (int, float)) and 0 <= tenure_days < math.inf):
+        if isinstance(tenure_days, bool) or not (isinstance(tenure_days, (int, float)) and 0 <= tenure_days < math.inf):
             raise ValueError(f"users.tenure_days={tenure_days!r} must be a finite number >= 0")
         self.tenure_days = float(tenure_days)
         personas = personas or {"user": {}}

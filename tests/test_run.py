@@ -179,6 +179,13 @@ def test_the_report_groups_by_choices_and_hides_the_values_they_set_together():
     rows = [{"choice/recipe": r, "config/student.recipe.beta": b, "config/attacker.policy.student.recipe.beta": b,
              "config/attacker.queries": q} for r, b in (("best_of_k", None), ("reward", 0.05)) for q in (1000, 4000)]
     assert report.varying_keys(pd.DataFrame(rows)) == ["choice/recipe", "config/attacker.queries"]
+    # a component's copy of a varying value (absent where the component is) is that value's column
+    rows = [{"choice/defense": d, "config/users.tenure_days": t,
+             "config/defense.fingerprint.users.tenure_days": t if d == "full" else None}
+            for d, t in (("none", 0), ("full", 0), ("full", 30))]
+    assert report.varying_keys(pd.DataFrame(rows)) == ["choice/defense", "config/users.tenure_days"]
+    rows[2]["config/defense.fingerprint.users.tenure_days"] = 5  # not a copy: it differs
+    assert "config/defense.fingerprint.users.tenure_days" in report.varying_keys(pd.DataFrame(rows))
 
 
 def test_a_run_with_no_traffic_still_writes_every_metric(make_cfg, tmp_path):

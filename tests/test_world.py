@@ -271,3 +271,28 @@ def test_people_who_joined_before_the_run_are_past_the_identity_wait(make_cfg):
     wait = {d: world_metrics(t.log, set(), set(), {}).get("utility/lost/identity_verification_pending", 0.0)
             for d, t in runs.items()}
     assert wait[0] > 0.1 and wait[30] < wait[0] / 3
+
+
+class WrongAnswers(Defense):
+    """Serves every answer changed: what poisoning does to the accounts it picks."""
+
+    def shape(self, request, completion, ctx):
+        from defenses.shaping import join, split
+
+        steps, answer = split(completion.text)
+        return dataclasses.replace(completion, text=join(steps, answer + "9"))
+
+
+def test_what_people_lost_to_hidden_reasoning_and_to_changed_answers_is_told_apart(make_cfg):
+    from defenses.shaping import Shaping
+    from sim.metrics import world_metrics
+
+    lost = {}
+    for name, layer in (("hide", Shaping(hide_reasoning="always")), ("change", WrongAnswers())):
+        _, t, _ = traffic(make_cfg, "sizes.users=60", stack=Stack([layer]))
+        m = world_metrics(t.log, set(), set(), {})
+        lost[name] = {k.removeprefix("utility/lost/"): v for k, v in m.items() if k.startswith("utility/lost/")}
+    # a hidden rationale leaves the answer right: only those who asked for reasoning lost anything
+    assert set(lost["hide"]) == {"total", "shaped"} and 0 < lost["hide"]["shaped"] < 1
+    # a changed answer is wrong for everyone the clean teacher served well
+    assert set(lost["change"]) == {"total", "altered"} and lost["change"]["altered"] > 0.9
