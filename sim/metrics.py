@@ -179,9 +179,9 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
       served well, the share lost to one cause: the refusal's reason (`identity_verification_pending`,
       `no_such_account`, `banned`, `rate_limit_...`), `altered` (served with another final
       answer: poisoning, perturbation, a logits processor) or `shaped` (a right answer, not
-      served well: a hidden rationale). `utility/lost/total` sums them; a cause a run never met lost it nothing
-      (the report reads its absence as 0). 1 - `utility/relative` is `total` less the requests
-      the defended service happened to serve better than the clean one.
+      served well: a hidden rationale). `utility/lost/total` sums them; a cause a run never
+      met lost it nothing (the report reads its absence as 0). 1 - `utility/relative` is
+      `total` less the requests the defended service happened to serve better than the clean one.
     - `utility/false_ban_rate`: legitimate accounts banned / legitimate accounts.
     - `detection/precision`, `detection/recall`: of the accounts a detector acted on (banned,
       or flagged for shaping and poisoning: `flags`), the attacker's; of the attacker's
@@ -245,6 +245,7 @@ def utility_lost(legit) -> dict[str, float]:
 
     well = legit["truth/clean_ok"].astype(bool)
     lost = legit[well & ~legit["truth/ok"].astype(bool)]
+
     def refused(reason: str) -> str:  # which layer stopped it, as its refusal says
         slug = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_")
         return f"refused_{slug}" if slug in ("total", "altered", "shaped") else slug
