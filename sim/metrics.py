@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 from sim.tasks import Suite, final_answer
 
 
@@ -241,8 +244,6 @@ def world_metrics(log, attacker_ids: set[str], legit_ids: set[str], bans: dict[s
 
 def utility_lost(legit) -> dict[str, float]:
     """`utility/lost/*` of `world_metrics`, from the legitimate rows of the log."""
-    import re
-
     well = legit["truth/clean_ok"].astype(bool)
     lost = legit[well & ~legit["truth/ok"].astype(bool)]
 
@@ -255,9 +256,8 @@ def utility_lost(legit) -> dict[str, float]:
     cause = [refused(reason) if status != "served" else "shaped" if correct else "altered"
              for status, reason, correct in zip(lost["status"], lost["reason"], lost["truth/correct"])]
     total = int(well.sum())
-    counts = {c: cause.count(c) for c in sorted(set(cause))}
     return {"utility/lost/total": ratio(len(lost), total),
-            **{f"utility/lost/{c}": ratio(n, total) for c, n in counts.items()}}
+            **{f"utility/lost/{c}": ratio(n, total) for c, n in sorted(Counter(cause).items())}}
 
 
 def cluster_purity(accounts, truth, found, banned: set) -> float:
