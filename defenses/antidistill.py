@@ -13,7 +13,9 @@ tokens that poison a student; ε is the finite-difference step.
 
 The proxy θ_P is a small char GPT trained here on the task distribution (`proxy_steps`
 steps, never on held-out prompts); the downstream loss ℓ is its next-token loss on the
-explained responses to `downstream` fresh problems, the capability an attacker wants.
+explained responses to `downstream` fresh problems, the capability an attacker wants. It reads
+every sequence the teacher can write (`n_positions`, the teacher's context): at large λ the
+teacher's answers run long, past the context of a proxy sized for the tasks alone.
 """
 
 from __future__ import annotations
@@ -45,20 +47,20 @@ class AntidistillProcessor(LogitsProcessor):
 
 class Antidistill(Defense):
     def __init__(self, suite, lam: float = 1.0, eps: float = 1e-3, proxy_layers: int = 1, proxy_embd: int = 64,
-                 proxy_steps: int = 300, downstream: int = 64, seed: int = 0, voice=None):
+                 proxy_steps: int = 300, downstream: int = 64, n_positions: int = 192, seed: int = 0, voice=None):
         if not lam >= 0:
             raise ValueError(f"defense.antidistill.lam={lam!r} must be >= 0")
         if not eps > 0:
             raise ValueError(f"defense.antidistill.eps={eps!r} must be > 0")
         for k, v in (("proxy_layers", proxy_layers), ("proxy_embd", proxy_embd), ("proxy_steps", proxy_steps),
-                     ("downstream", downstream)):
+                     ("downstream", downstream), ("n_positions", n_positions)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"defense.antidistill.{k}={v!r} must be a positive integer")
         if proxy_embd % 2:
             raise ValueError(f"defense.antidistill.proxy_embd={proxy_embd} must be even (2 heads)")
         self.suite, self.lam, self.eps = suite, float(lam), float(eps)
         self.proxy_layers, self.proxy_embd, self.proxy_steps = proxy_layers, proxy_embd, proxy_steps
-        self.downstream, self.seed = downstream, seed
+        self.downstream, self.n_positions, self.seed = downstream, n_positions, seed
         # the proxy speaks the teacher's voice: its gradient is taken on text like the teacher's
         self.voice = Voice(**{k: tuple(v) for k, v in dict(voice or {}).items()})
         self._processor = None
@@ -69,8 +71,8 @@ class Antidistill(Defense):
 
         from teachers.char_gpt import CharGPT
 
-        spec = CharGPT(n_layer=self.proxy_layers, n_embd=self.proxy_embd, n_head=2, steps=self.proxy_steps,
-                       batch_size=32, seed=self.seed, voice={k: list(getattr(self.voice, k))
+        spec = CharGPT(n_layer=self.proxy_layers, n_embd=self.proxy_embd, n_head=2, n_positions=self.n_positions,
+                       steps=self.proxy_steps, batch_size=32, seed=self.seed, voice={k: list(getattr(self.voice, k))
                                                               for k in ("open", "connect", "close")})
         proxy, _ = spec.train(self.suite)
         rng = random.Random(f"antidistill-downstream-{self.seed}")

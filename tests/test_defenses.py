@@ -259,8 +259,27 @@ def test_antidistill_processor_moves_greedy_choices_with_lambda(make_cfg):
     assert loss_after_step_on(hi) > loss_after_step_on(lo)
 
 
+def test_antidistill_proxy_reads_as_far_as_the_teacher_writes(make_cfg):
+    # at large λ the teacher's answers run to the end of its context, past the 160 characters
+    # a proxy sized for the tasks alone would read (IndexError in the proxy's position table)
+    import torch
+
+    from sim.runner import World
+    from teachers.vocab import CharTokenizer
+
+    world = World(make_cfg("defense=antidistill", "defense.antidistill.proxy_steps=5",
+                           "defense.antidistill.downstream=8"))
+    n = world.teacher_spec.n_positions
+    assert n > 160
+    proc = world.stack.defenses[0].logits_processors()[0]
+    tok = CharTokenizer()
+    prompt = tok.request_ids("why calc 1+2")
+    ids = torch.tensor([prompt + tok.encode("1+2=3 " * n)[: n - len(prompt)]])
+    assert torch.isfinite(proc(ids, torch.zeros(1, tok.vocab_size))).all()
+
+
 @pytest.mark.parametrize("kw, message", [({"lam": -1}, "lam=-1"), ({"eps": 0}, "eps=0"),
-                                         ({"proxy_steps": 0}, "proxy_steps=0")])
+                                         ({"proxy_steps": 0}, "proxy_steps=0"), ({"n_positions": 0}, "n_positions=0")])
 def test_antidistill_rejects_bad_values(kw, message):
     from defenses.antidistill import Antidistill
 
