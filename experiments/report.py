@@ -472,8 +472,9 @@ def atomic_write(path: Path, text: str) -> None:
 #   {metric: M, where: SEL, below: v}          the group's mean M below v (or `above: v`)
 #   {drop: M1, vs: M2, from: SEL, to: SEL}     M1 falls, and more than M2, from one group to the other
 #   {metric: M, against: X, below: SEL, curve: SEL[, tolerance: t]}   at equal X, the group's M lies
-#                                              under the other group's M(X) curve (linear interpolation;
-#                                              points up to t outside the curve's X range count at its end)
+#                                              under the other group's M(X) curve of the same seed (linear
+#                                              interpolation; points up to t outside the curve's X range
+#                                              count at its end)
 #   {metric: M, recovers: SEL, lost: SEL, from: SEL}   the first group wins back more than half of
 #                                              what the `lost` group lost against the `from` group
 
@@ -501,11 +502,6 @@ def _name(sel: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sel.items()) or "all runs"
 
 
-def _mean(df: pd.DataFrame, sel: dict, metric: str) -> float:
-    g = _select(df, sel)
-    return float(pd.to_numeric(g[metric], errors="coerce").mean()) if len(g) and metric in g else float("nan")
-
-
 def paired(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.Series:
     """Per seed, the metric of group `a` minus that of group `b`: runs matched on every seed
     stream (`seeds/*`, or the run's `seed`), so each difference shares all the randomness the
@@ -516,30 +512,52 @@ def paired(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.Series:
 
 def pairs(df: pd.DataFrame, a: dict, b: dict, metric: str) -> pd.DataFrame:
     """The matched runs of `paired`: one row per pair, the metric of `a` and of `b`."""
+    both = matched(df, [a, b], metric)
+    return pd.DataFrame({"a": both[0] if len(both) else pd.Series(dtype=float),
+                         "b": both[1] if len(both) else pd.Series(dtype=float)})
+
+
+def matched(df: pd.DataFrame, sels: list[dict], metric: str, within: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The runs of several groups matched on every seed stream (`seeds/*`, or the run's `seed`)
+    and on every other key the sweep varies that no selection fixes: one row per match, the
+    metric of group i in column i. With `within` (more columns to keep), a group may hold several
+    runs of a match (a curve swept along a key): the rows are then runs, with their `group`, the
+    match's `key`, the metric and the `within` columns."""
     seeds = [c for c in df.columns if c.startswith("seeds/")] or ["seed"]
     # every other key the sweep varies that neither selection fixes is matched too (a budget
     # check across recipes pairs answer with answer and kd with kd, never across)
-    fixed = {c for sel in (a, b) for k in sel for c in (f"choice/{k}", f"config/{k}")}
-    ga, gb = _select(df, a).dropna(subset=seeds), _select(df, b).dropna(subset=seeds)
-    if metric not in df.columns or ga.empty or gb.empty:
-        return pd.DataFrame({"a": pd.Series(dtype=float), "b": pd.Series(dtype=float)})
+    fixed = {c for sel in sels for k in sel for c in (f"choice/{k}", f"config/{k}")}
+    groups = [_select(df, sel).dropna(subset=[c for c in seeds if c in df.columns]) for sel in sels]
+    if metric not in df.columns or any(g.empty or not set(seeds) <= set(g.columns) for g in groups):
+        return pd.DataFrame(columns=["group", "key", metric, *within] if within else list(range(len(sels))))
 
-    def one(g, k):
-        values = g[k].astype(str).unique() if k in g else []
-        return values[0] if len(values) == 1 else None
+    def values(g, k):
+        return g[k].astype(str).unique() if k in g else []
 
-    # a key with one value in each arm, a different one in each, goes with what the selections
-    # name (policy=judge brings its recipe): it tells the arms apart, it does not pair them
-    keys = seeds + [k for k in varying_keys(df) if k not in fixed
-                    and not (one(ga, k) is not None and one(gb, k) is not None and one(ga, k) != one(gb, k))]
-    cols = list(dict.fromkeys(keys + [metric]))
-    ga, gb = ga[cols].astype({k: str for k in keys}), gb[cols].astype({k: str for k in keys})
-    if ga.duplicated(keys).any() or gb.duplicated(keys).any():
-        raise ValueError(f"paired comparison of {_name(a)} and {_name(b)}: two runs share the seeds and settings "
-                         f"{keys}; pass the sweep directories once each")
-    both = ga.merge(gb, on=keys, suffixes=("_a", "_b"))
-    return pd.DataFrame({"a": pd.to_numeric(both[f"{metric}_a"], errors="coerce"),
-                         "b": pd.to_numeric(both[f"{metric}_b"], errors="coerce")})
+    def apart(k):
+        # a key with one value in each arm, a different one in each, goes with what the selections
+        # name (policy=judge brings its recipe): it tells the arms apart, it does not pair them
+        one = [values(g, k) for g in groups]
+        return all(len(v) == 1 for v in one) and len({v[0] for v in one}) > 1
+
+    # a key swept inside a group (the curve's own axis) is what the group is made of
+    inside = {k for k in varying_keys(df) for g in groups if within and len(values(g, k)) > 1}
+    keys = seeds + [k for k in varying_keys(df) if k not in fixed and k not in inside and not apart(k)]
+    cols = list(dict.fromkeys(keys + [metric, *within]))
+    groups = [g[[k for k in cols if k in g]].astype({k: str for k in keys}) for g in groups]
+    if within:
+        out = pd.concat([g.assign(group=i) for i, g in enumerate(groups)], ignore_index=True)
+        out["key"] = out[keys].agg("|".join, axis=1)
+        for k in (metric, *within):
+            out[k] = pd.to_numeric(out[k], errors="coerce") if k in out else float("nan")
+        return out[["group", "key", metric, *within]]
+    if any(g.duplicated(keys).any() for g in groups):
+        raise ValueError(f"paired comparison of {' and '.join(_name(s) for s in sels)}: two runs share the seeds "
+                         f"and settings {keys}; pass the sweep directories once each")
+    both = groups[0].rename(columns={metric: 0})
+    for i, g in enumerate(groups[1:], 1):
+        both = both.merge(g.rename(columns={metric: i}), on=keys)
+    return pd.DataFrame({i: pd.to_numeric(both[i], errors="coerce") for i in range(len(sels))})
 
 
 def _interval(m: float, half: float, n: int) -> str:
@@ -548,9 +566,10 @@ def _interval(m: float, half: float, n: int) -> str:
 
 def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     """(holds: True, does not hold: False, inconclusive: None; one line with the numbers) for
-    one CHECK. `higher`, `close`, `drop` and `where` are decided by the 95% CI of the paired
-    difference (of the difference in differences, for `drop`; of the group's mean, for
-    `where`); the others compare means."""
+    one CHECK, decided by a 95% CI: of the paired difference (`higher`, `close`), of the paired
+    difference in differences (`drop`), of the paired contrast `recovers` - (`from` + `lost`) / 2
+    (`recovers`), of each seed's mean distance from its own curve (`against`), of the group's
+    mean (`where`)."""
     c = dict(check)
     if "higher" in c or "close" in c:
         a, b = (c["higher"], c["than"]) if "higher" in c else (c["close"], c["to"])
@@ -581,45 +600,54 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         if m1 - h1 > 0 and m2 - h2 > 0:  # M1 falls, and by more than M2
             return True, text
         return (False if m1 + h1 <= 0 or m2 + h2 <= 0 else None), text
-    elif "recovers" in c:
-        got, lost, full = (_mean(df, c[k], c["metric"]) for k in ("recovers", "lost", "from"))
-        text = f"{c['metric']}: {full:.3f} ({_name(c['from'])}), {lost:.3f} ({_name(c['lost'])}), {got:.3f} ({_name(c['recovers'])})"
-        if not full > lost:  # nothing was lost: nothing to recover
+    if "recovers" in c:
+        # recovering more than half the loss, got - lost > (full - lost) / 2, is got - (full + lost) / 2
+        # > 0: a linear contrast, decided per matched seed like a paired difference
+        runs = matched(df, [c["recovers"], c["lost"], c["from"]], c["metric"])
+        got, lost, full = (runs[i] if len(runs) else pd.Series(dtype=float) for i in range(3))
+        m, half, n = ci(got - (full + lost) / 2)
+        text = (f"{c['metric']}: {full.mean():.3f} ({_name(c['from'])}), {lost.mean():.3f} ({_name(c['lost'])}), "
+                f"{got.mean():.3f} ({_name(c['recovers'])})")
+        if not full.mean() > lost.mean():  # nothing was lost: nothing to recover
             return None, text + f": the `{_name(c['lost'])}` runs lost nothing, so there is nothing to recover"
-        share = (got - lost) / (full - lost)
-        ok = share > 0.5
-        text += f": {share:.0%} of the loss recovered (claim: most of it)"
-    elif "against" in c:
+        text += (f": {(got.mean() - lost.mean()) / (full.mean() - lost.mean()):.0%} of the loss recovered; "
+                 f"paired {_name(c['recovers'])} minus the loss's midpoint {_interval(m, half, n)} (claim: above 0, "
+                 "more than half recovered)")
+        if n < 2 or half != half:
+            return None, text + " — too few matched runs for an interval"
+        return (True if m - half > 0 else False if m + half <= 0 else None), text
+    if "against" in c:
         import numpy as np
 
-        curve = _select(df, c["curve"])
-        cx, cy = pd.to_numeric(curve[c["against"]]), pd.to_numeric(curve[c["metric"]])
-        order = np.argsort(cx.to_numpy())
-        pts = _select(df, c["below"])
-        gaps = []
+        # per matched seed: the points' mean distance above that seed's own curve (linear
+        # interpolation), so the curve and the points share every seed stream
+        runs = matched(df, [c["below"], c["curve"]], c["metric"], within=(c["against"],))
+        runs = runs.rename(columns={c["against"]: "x"})
         tol = float(c.get("tolerance", 0.0))  # how far outside the curve's x range still counts as equal
-        for x, y in zip(pd.to_numeric(pts[c["against"]]), pd.to_numeric(pts[c["metric"]])):
-            if cx.min() - tol <= x <= cx.max() + tol:
-                gaps.append(y - float(np.interp(x, cx.to_numpy()[order], cy.to_numpy()[order])))
-        ok = bool(gaps) and float(np.mean(gaps)) < 0
-        text = (f"{len(gaps)} runs of {_name(c['below'])} inside the {_name(c['curve'])} curve's range of "
-                f"{c['against']}: {c['metric']} differs from the curve by {np.mean(gaps) if gaps else float('nan'):+.3f} on average")
-    else:
-        g = _select(df, c.get("where", {}))
-        m, half, n = ci(g[c["metric"]] if c["metric"] in g else [])
-        bound = f"below {c['below']}" if "below" in c else f"above {c['above']}"
-        text = (f"{c['metric']} ({_name(c.get('where', {}))}): {m:.3g}"
-                + (f", 95% CI [{m - half:.3g}, {m + half:.3g}], n = {n}" if n > 1 else f", n = {n}")
-                + f" (claim: {bound})")
+        gaps = []
+        for _, g in runs.groupby("key"):
+            curve, pts = g[g["group"] == 1].dropna().sort_values("x"), g[g["group"] == 0].dropna()
+            inside = pts[(pts["x"] >= curve["x"].min() - tol) & (pts["x"] <= curve["x"].max() + tol)]
+            if len(curve) and len(inside):
+                gaps.append(float(np.mean(inside[c["metric"]] - np.interp(inside["x"], curve["x"], curve[c["metric"]]))))
+        m, half, n = ci(gaps)
+        text = (f"{_name(c['below'])} against the {_name(c['curve'])} curve of {c['metric']} over {c['against']}, "
+                f"per seed the mean distance above it: {_interval(m, half, n)} (claim: below 0)")
         if n < 2 or half != half:
-            return None, text + " — too few runs for an interval"
-        lo, hi = m - half, m + half
-        if "below" in c:
-            return (True if hi < c["below"] else False if lo >= c["below"] else None), text
-        return (True if lo > c["above"] else False if hi <= c["above"] else None), text
-    if text.count("nan"):
-        return None, text + " — the runs cannot tell"
-    return bool(ok), text + " (means, unpaired)"
+            return None, text + " — too few matched seeds for an interval"
+        return (True if m + half < 0 else False if m - half >= 0 else None), text
+    g = _select(df, c.get("where", {}))
+    m, half, n = ci(g[c["metric"]] if c["metric"] in g else [])
+    bound = f"below {c['below']}" if "below" in c else f"above {c['above']}"
+    text = (f"{c['metric']} ({_name(c.get('where', {}))}): {m:.3g}"
+            + (f", 95% CI [{m - half:.3g}, {m + half:.3g}], n = {n}" if n > 1 else f", n = {n}")
+            + f" (claim: {bound})")
+    if n < 2 or half != half:
+        return None, text + " — too few runs for an interval"
+    lo, hi = m - half, m + half
+    if "below" in c:
+        return (True if hi < c["below"] else False if lo >= c["below"] else None), text
+    return (True if lo > c["above"] else False if hi <= c["above"] else None), text
 
 
 def preset_page(name: str, df: pd.DataFrame, png: str | None, metrics=None, by=None, curve: str | None = None) -> str:

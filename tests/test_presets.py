@@ -76,11 +76,44 @@ def test_verdicts_of_means_and_too_few_runs():
     assert held is None and "n = 1" in text  # one paired seed: no interval, no verdict
     assert report.verdict(df, {"drop": "transfer/arith", "vs": "transfer/tool", "from": {"defense": "none"},
                                "to": {"defense": "poison"}})[0] is None  # one paired seed
-    assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
-                               "lost": {"defense": "poison"}, "from": {"defense": "none"}})[0] is True
+    held, text = report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
+                                     "lost": {"defense": "poison"}, "from": {"defense": "none"}})
+    assert held is None and "n = 1" in text  # one matched seed
     assert report.verdict(df, {"metric": "transfer/mean", "recovers": {"defense": "passive"},
                                "lost": {"defense": "none"}, "from": {"defense": "poison"}})[0] is None  # nothing lost
     assert report.verdict(df, {"metric": "transfer/mean", "higher": {"defense": "full"}, "than": {"defense": "none"}})[0] is None
+
+
+def test_recovery_and_curve_checks_are_decided_per_matched_seed():
+    # the seeds' spread (0.2) dwarfs the effects (0.03-0.05): only matching runs seed by seed shows them
+    base = [0.30, 0.50, 0.40, 0.20, 0.60]
+    rows = [{"choice/counter": counter, "config/defense.poison.fraction": frac, "seed": s,
+             "transfer/net": base[s] - (0.1 if frac else 0.0) + gain + 0.005 * (-1) ** s}
+            for counter, frac, gain in (("none", 0.0, 0.0), ("none", 0.3, 0.0), ("vote", 0.3, 0.07),
+                                        ("weak", 0.3, 0.03)) for s in range(5)]
+    df = pd.DataFrame(rows)
+
+    def recovers(who):
+        return report.verdict(df, {"metric": "transfer/net", "recovers": {"counter": who},
+                                   "lost": {"counter": "none", "defense.poison.fraction": 0.3},
+                                   "from": {"defense.poison.fraction": 0.0}})
+
+    held, text = recovers("vote")
+    assert held is True and "70% of the loss recovered" in text and "n = 5" in text
+    assert recovers("weak")[0] is False  # 30%, every seed
+    # at equal served accuracy (x), the λ points lie 0.04 under each seed's own temperature curve
+    rows = [{"config/defense.antidistill.lam": lam, "config/gateway.temperature": t, "seed": s,
+             "attacker/served_accuracy": x, "student/private_acc": base[s] + x / 2 - (0.04 if lam else 0.0)
+             + 0.002 * s * (lam > 0)}
+            for s in range(5) for lam, t, x in ((0.0, 0.0, 0.9), (0.0, 1.0, 0.7), (0.0, 2.0, 0.4),
+                                                (1.0, 0.0, 0.8), (2.0, 0.0, 0.5))]
+    df = pd.DataFrame(rows)
+    check = {"metric": "student/private_acc", "against": "attacker/served_accuracy",
+             "below": {"gateway.temperature": 0.0}, "curve": {"defense.antidistill.lam": 0.0}}
+    held, text = report.verdict(df, check)
+    assert held is True and "n = 5" in text, text
+    df["student/private_acc"] += 0.06 * (df["config/defense.antidistill.lam"] > 0)  # now above the curve
+    assert report.verdict(df, check)[0] is False
 
 
 def test_a_drop_is_a_paired_difference_in_differences():
