@@ -529,7 +529,7 @@ def matched(df: pd.DataFrame, sels: list[dict], metric: str, within: tuple[str, 
     fixed = {c for sel in sels for k in sel for c in (f"choice/{k}", f"config/{k}")}
     groups = [_select(df, sel).dropna(subset=[c for c in seeds if c in df.columns]) for sel in sels]
     if metric not in df.columns or any(g.empty or not set(seeds) <= set(g.columns) for g in groups):
-        return pd.DataFrame(columns=["group", "key", metric, *within] if within else list(range(len(sels))))
+        return pd.DataFrame(columns=["group", "key", "run", metric, *within] if within else list(range(len(sels))))
 
     def values(g, k):
         return g[k].astype(str).unique() if k in g else []
@@ -540,20 +540,22 @@ def matched(df: pd.DataFrame, sels: list[dict], metric: str, within: tuple[str, 
         one = [values(g, k) for g in groups]
         return all(len(v) == 1 for v in one) and len({v[0] for v in one}) > 1
 
-    # a key swept inside a group (the curve's own axis) is what the group is made of
-    inside = {k for k in varying_keys(df) for g in groups if within and len(values(g, k)) > 1}
+    # a key swept inside one group and fixed in another (the curve's own axis) is what that group
+    # is made of; a key every group sweeps (two recipes, a curve each) is matched like a seed
+    inside = {k for k in varying_keys(df) if within and any(len(values(g, k)) > 1 for g in groups)
+              and not all(len(values(g, k)) > 1 for g in groups)}
     keys = seeds + [k for k in varying_keys(df) if k not in fixed and k not in inside and not apart(k)]
-    cols = list(dict.fromkeys(keys + [metric, *within]))
+    cols = list(dict.fromkeys(keys + sorted(inside) + [metric, *within]))
     groups = [g[[k for k in cols if k in g]].astype({k: str for k in keys}) for g in groups]
-    if within:
-        out = pd.concat([g.assign(group=i) for i, g in enumerate(groups)], ignore_index=True)
+    if any(g.duplicated([k for k in keys + sorted(inside) if k in g]).any() for g in groups):
+        raise ValueError(f"paired comparison of {' and '.join(_name(s) for s in sels)}: two runs share the seeds "
+                         f"and settings {keys}; pass the sweep directories once each")
+    if within:  # `run`: the run's row, so a run in two groups can be told from two runs
+        out = pd.concat([g.assign(group=i, run=g.index) for i, g in enumerate(groups)], ignore_index=True)
         out["key"] = out[keys].agg("|".join, axis=1)
         for k in (metric, *within):
             out[k] = pd.to_numeric(out[k], errors="coerce") if k in out else float("nan")
-        return out[["group", "key", metric, *within]]
-    if any(g.duplicated(keys).any() for g in groups):
-        raise ValueError(f"paired comparison of {' and '.join(_name(s) for s in sels)}: two runs share the seeds "
-                         f"and settings {keys}; pass the sweep directories once each")
+        return out[["group", "key", "run", metric, *within]]
     both = groups[0].rename(columns={metric: 0})
     for i, g in enumerate(groups[1:], 1):
         both = both.merge(g.rename(columns={metric: i}), on=keys)
@@ -603,11 +605,13 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
     if "recovers" in c:
         # recovering more than half the loss, got - lost > (full - lost) / 2, is got - (full + lost) / 2
         # > 0: a linear contrast, decided per matched seed like a paired difference
-        runs = matched(df, [c["recovers"], c["lost"], c["from"]], c["metric"])
+        runs = matched(df, [c["recovers"], c["lost"], c["from"]], c["metric"]).dropna()
         got, lost, full = (runs[i] if len(runs) else pd.Series(dtype=float) for i in range(3))
         m, half, n = ci(got - (full + lost) / 2)
         text = (f"{c['metric']}: {full.mean():.3f} ({_name(c['from'])}), {lost.mean():.3f} ({_name(c['lost'])}), "
                 f"{got.mean():.3f} ({_name(c['recovers'])})")
+        if not len(runs):
+            return None, text + " — no matched runs"
         if not full.mean() > lost.mean():  # nothing was lost: nothing to recover
             return None, text + f": the `{_name(c['lost'])}` runs lost nothing, so there is nothing to recover"
         text += (f": {(got.mean() - lost.mean()) / (full.mean() - lost.mean()):.0%} of the loss recovered; "
@@ -624,15 +628,19 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         runs = matched(df, [c["below"], c["curve"]], c["metric"], within=(c["against"],))
         runs = runs.rename(columns={c["against"]: "x"})
         tol = float(c.get("tolerance", 0.0))  # how far outside the curve's x range still counts as equal
-        gaps = []
+        gaps, used = [], 0
         for _, g in runs.groupby("key"):
-            curve, pts = g[g["group"] == 1].dropna().sort_values("x"), g[g["group"] == 0].dropna()
+            curve = g[g["group"] == 1].dropna().sort_values("x")
+            # a run on the curve itself (λ = 0, greedy) is no point against it
+            pts = g[(g["group"] == 0) & ~g["run"].isin(curve["run"])].dropna()
             inside = pts[(pts["x"] >= curve["x"].min() - tol) & (pts["x"] <= curve["x"].max() + tol)]
             if len(curve) and len(inside):
+                used += len(inside)
                 gaps.append(float(np.mean(inside[c["metric"]] - np.interp(inside["x"], curve["x"], curve[c["metric"]]))))
         m, half, n = ci(gaps)
         text = (f"{_name(c['below'])} against the {_name(c['curve'])} curve of {c['metric']} over {c['against']}, "
-                f"per seed the mean distance above it: {_interval(m, half, n)} (claim: below 0)")
+                f"per seed the mean distance above it ({used} points in its range): {_interval(m, half, n)} "
+                "(claim: below 0)")
         if n < 2 or half != half:
             return None, text + " — too few matched seeds for an interval"
         return (True if m + half < 0 else False if m - half >= 0 else None), text

@@ -112,6 +112,11 @@ def test_recovery_and_curve_checks_are_decided_per_matched_seed():
              "below": {"gateway.temperature": 0.0}, "curve": {"defense.antidistill.lam": 0.0}}
     held, text = report.verdict(df, check)
     assert held is True and "n = 5" in text, text
+    # two recipes, a curve each, the kd curve 0.1 higher: each recipe's points go with their own curve
+    two = pd.concat([df.assign(**{"config/student.recipe": "answer"}),
+                     df.assign(**{"config/student.recipe": "kd", "student/private_acc": df["student/private_acc"] + 0.1})])
+    held, text = report.verdict(two, check)
+    assert held is True and "n = 10" in text and "(20 points" in text, text  # λ = 0 greedy is on the curve, not a point
     df["student/private_acc"] += 0.06 * (df["config/defense.antidistill.lam"] > 0)  # now above the curve
     assert report.verdict(df, check)[0] is False
 
