@@ -606,7 +606,7 @@ def verdict(df: pd.DataFrame, check: dict) -> tuple[bool | None, str]:
         # recovering more than half the loss, got - lost > (full - lost) / 2, is got - (full + lost) / 2
         # > 0: a linear contrast, decided per matched seed like a paired difference
         runs = matched(df, [c["recovers"], c["lost"], c["from"]], c["metric"]).dropna()
-        got, lost, full = (runs[i] if len(runs) else pd.Series(dtype=float) for i in range(3))
+        got, lost, full = runs[0], runs[1], runs[2]
         m, half, n = ci(got - (full + lost) / 2)
         text = (f"{c['metric']}: {full.mean():.3f} ({_name(c['from'])}), {lost.mean():.3f} ({_name(c['lost'])}), "
                 f"{got.mean():.3f} ({_name(c['recovers'])})")
